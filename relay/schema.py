@@ -1,0 +1,332 @@
+"""The relay's one event schema.
+
+Every provider's parser ends here: whatever arrives from Recall.ai, VideoDB or ASAPP becomes one of
+the event models below, and nothing downstream of the parsers knows which provider an event came
+from except by its ``source`` field.
+
+An event is a small envelope (:class:`EventBase`) plus a typed ``payload`` chosen by ``type``.
+``type`` is dotted so consumers can subscribe by prefix (``transcript.*``, ``participant.*``).
+The union :data:`Event` discriminates on ``type``; a ``type`` the schema does not know validates as
+:class:`GenericEvent`, so a new provider event type never breaks a consumer.
+
+The schema is versioned by :data:`SCHEMA_VERSION`. Adding optional fields or new types keeps the
+version; renaming or removing a field, or changing its meaning, bumps it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Final, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+
+SCHEMA_VERSION: Final = 1
+
+
+class Source(StrEnum):
+    """Which provider an event came from."""
+
+    RECALL = "recall"
+    VIDEODB = "videodb"
+    ASAPP = "asapp"
+
+
+def new_event_id(now_ns: int | None = None) -> str:
+    """Return a UUIDv7 string: unique, and ordered by creation time.
+
+    The first 48 bits are the Unix time in milliseconds and the next 12 bits a sub-millisecond
+    fraction (RFC 9562, method 3), so ids sort by time to about a quarter of a microsecond; the
+    remaining 62 bits are random, so ids from several relay processes never collide.
+    """
+    ns = time.time_ns() if now_ns is None else now_ns
+    ms, rem = divmod(ns, 1_000_000)
+    sub_ms = (rem * 4096) // 1_000_000
+    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | sub_ms << 64 | 0b10 << 62 | rand
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Model(BaseModel):
+    # Unknown fields are refused so a typo in a parser fails its tests instead of shipping.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SessionRef(_Model):
+    """What an event belongs to.
+
+    For Recall the session is the recording (``recording.id``): a bot that reconnects keeps it.
+    For VideoDB it is the capture session when known, else the rtstream. For ASAPP it is the Recall
+    session whose audio was transcribed, so its transcripts sit beside that meeting's events.
+    """
+
+    id: str = Field(description="Session key: Recall recording id, VideoDB capture session or rtstream id.")
+    bot_id: str | None = Field(default=None, description="Recall bot id.")
+    endpoint_id: str | None = Field(default=None, description="Recall real-time endpoint id.")
+    stream_id: str | None = Field(default=None, description="Provider stream inside the session (VideoDB rtstream, ASAPP stream).")
+    stream_name: str | None = Field(default=None, description="Human name of that stream, e.g. `mic:default`.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="The Recall endpoint's metadata, as given at bot creation.")
+    recording_metadata: dict[str, Any] = Field(default_factory=dict)
+    bot_metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Participant(_Model):
+    """A meeting participant, normalized across providers."""
+
+    id: str | None = Field(default=None, description="Provider participant id as a string (Recall sends integers).")
+    name: str | None = None
+    email: str | None = None
+    is_host: bool | None = None
+    platform: str | None = None
+    role: str | None = Field(default=None, description="`agent` or `customer` when a bridge assigned one (ASAPP).")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Provider extras (Recall `extra_data`).")
+
+
+class EventTime(_Model):
+    """When an event happened, as the provider says, and when the relay received it."""
+
+    received: datetime = Field(description="When the relay received the frame (UTC).")
+    relative: float | None = Field(default=None, description="Seconds since the session's recording started.")
+    absolute: datetime | None = Field(default=None, description="Provider's wall-clock time for the event.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Payloads
+# ---------------------------------------------------------------------------------------------
+
+ParticipantAction = Literal[
+    "join", "leave", "update", "speech_on", "speech_off",
+    "webcam_on", "webcam_off", "screenshare_on", "screenshare_off",
+]  # fmt: skip
+
+
+class ParticipantChange(_Model):
+    action: ParticipantAction
+
+
+class ChatMessage(_Model):
+    text: str
+    to: str | None = Field(default=None, description="`everyone` or `only_bot` (Recall).")
+
+
+class Word(_Model):
+    text: str
+    start: float | None = Field(default=None, description="Seconds since the session start.")
+    end: float | None = None
+
+
+class Transcript(_Model):
+    text: str = Field(description="The words joined by single spaces.")
+    is_final: bool
+    words: list[Word] = Field(default_factory=list)
+    start: float | None = Field(default=None, description="Seconds since the session start.")
+    end: float | None = None
+    language: str | None = None
+
+
+class ProviderData(_Model):
+    """A transcription provider's own payload, passed through untouched."""
+
+    data: Any
+
+
+class AudioChunk(_Model):
+    encoding: Literal["pcm_s16le"] = "pcm_s16le"
+    sample_rate: int = 16000
+    channels: int = 1
+    mix: Literal["mixed", "separate"]
+    audio: str = Field(description="Base64 of the PCM bytes. Empty when the speaker is silent.")
+    bytes: int = Field(description="Length of the decoded audio in bytes.")
+    duration_ms: float
+
+
+class VideoFrame(_Model):
+    codec: Literal["png", "h264"]
+    stream: str | None = Field(default=None, description="`webcam` or `screenshare`.")
+    image: str = Field(description="Base64 of the frame bytes.")
+    bytes: int
+
+
+class IndexResult(_Model):
+    """A VideoDB visual or audio index description of a time span."""
+
+    text: str
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+class Alert(_Model):
+    label: str
+    triggered: bool
+    confidence: float | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+class SessionStatus(_Model):
+    """A lifecycle change of a provider session (VideoDB capture session)."""
+
+    status: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class StreamSummary(_Model):
+    """What a provider stream reported when it finished (ASAPP `finalResponse`)."""
+
+    stream_id: str | None = None
+    status_code: str | None = None
+    audio_bytes: int | None = None
+    audio_duration_ms: int | None = None
+    streaming_seconds: float | None = None
+    transcripts: int | None = None
+
+
+class StreamError(_Model):
+    """A provider stream stopped or failed; `permanent` says whether the relay gave up on it."""
+
+    code: str
+    message: str
+    permanent: bool
+
+
+class Generic(_Model):
+    """An event type the relay does not model (yet), passed through as the provider sent it."""
+
+    provider_type: str
+    data: Any = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------------
+
+
+class EventBase(_Model):
+    """The envelope every event shares."""
+
+    #: Audio and video go to channels of their own so text consumers are not flooded.
+    is_media: ClassVar[bool] = False
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: str = Field(default_factory=new_event_id, description="UUIDv7: unique and time-ordered.")
+    source: Source
+    type: str
+    session: SessionRef
+    participant: Participant | None = None
+    time: EventTime
+
+
+PARTICIPANT_TYPES: Final = tuple(f"participant.{a}" for a in ParticipantAction.__args__)  # type: ignore[attr-defined]
+
+
+class ParticipantEvent(EventBase):
+    type: Literal[PARTICIPANT_TYPES]  # type: ignore[valid-type]
+    payload: ParticipantChange
+
+
+class ChatMessageEvent(EventBase):
+    type: Literal["chat.message"] = "chat.message"
+    payload: ChatMessage
+
+
+class TranscriptEvent(EventBase):
+    type: Literal["transcript.final", "transcript.partial"]
+    payload: Transcript
+
+
+class ProviderDataEvent(EventBase):
+    type: Literal["transcript.provider_data"] = "transcript.provider_data"
+    payload: ProviderData
+
+
+class AudioChunkEvent(EventBase):
+    is_media: ClassVar[bool] = True
+    type: Literal["audio.chunk"] = "audio.chunk"
+    payload: AudioChunk
+
+
+class VideoFrameEvent(EventBase):
+    is_media: ClassVar[bool] = True
+    type: Literal["video.frame"] = "video.frame"
+    payload: VideoFrame
+
+
+class IndexEvent(EventBase):
+    type: Literal["index.visual", "index.audio"]
+    payload: IndexResult
+
+
+class AlertEvent(EventBase):
+    type: Literal["alert"] = "alert"
+    payload: Alert
+
+
+class SessionStatusEvent(EventBase):
+    type: Literal["session.status"] = "session.status"
+    payload: SessionStatus
+
+
+class StreamSummaryEvent(EventBase):
+    type: Literal["stream.summary"] = "stream.summary"
+    payload: StreamSummary
+
+
+class StreamErrorEvent(EventBase):
+    type: Literal["stream.error"] = "stream.error"
+    payload: StreamError
+
+
+class GenericEvent(EventBase):
+    """Any type not listed above: `payload.provider_type` names what the provider called it."""
+
+    type: str = "generic"
+    payload: Generic
+
+
+EVENT_CLASSES: Final[tuple[type[EventBase], ...]] = (
+    ParticipantEvent, ChatMessageEvent, TranscriptEvent, ProviderDataEvent, AudioChunkEvent,
+    VideoFrameEvent, IndexEvent, AlertEvent, SessionStatusEvent, StreamSummaryEvent,
+    StreamErrorEvent,
+)  # fmt: skip
+
+#: Every known ``type`` value and the class that models it.
+TYPE_TO_CLASS: Final[dict[str, type[EventBase]]] = {
+    value: cls
+    for cls in EVENT_CLASSES
+    for value in cls.model_fields["type"].annotation.__args__  # type: ignore[union-attr]
+}
+
+
+def _discriminate(value: Any) -> str:
+    type_ = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    cls = TYPE_TO_CLASS.get(type_) if isinstance(type_, str) else None
+    return cls.__name__ if cls is not None else GenericEvent.__name__
+
+
+Event = Annotated[
+    Union[tuple(Annotated[cls, Tag(cls.__name__)] for cls in (*EVENT_CLASSES, GenericEvent))],  # type: ignore[misc]
+    Discriminator(_discriminate),
+]
+"""Any relay event; validates a dict or JSON into the right class by its ``type``."""
+
+EVENT_ADAPTER: Final[TypeAdapter[Any]] = TypeAdapter(Event)
+
+
+def parse_event(data: bytes | str) -> EventBase:
+    """Parse one published event (JSON) into its typed model."""
+    return EVENT_ADAPTER.validate_json(data)  # type: ignore[no-any-return]
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of :data:`Event`, as `relay schema` prints it."""
+    schema = EVENT_ADAPTER.json_schema()
+    schema["title"] = "relay event"
+    schema["$comment"] = f"schema_version {SCHEMA_VERSION}"
+    return schema

@@ -1,0 +1,130 @@
+"""Fixtures shared by the whole suite: a private Redis, subscribers, the relay server, emulators.
+
+Everything here talks over real sockets: a ``redis-server`` started for this test session on a free
+port, the relay app served by uvicorn on a free port, and the provider emulators likewise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from relay.local_redis import RedisServerProcess
+from relay.metrics import RelayMetrics
+from relay.schema import EventBase, parse_event
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServerProcess]:
+    """This test session's own redis-server; tests may ``stop()`` and ``start()`` it (same port)."""
+    with RedisServerProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServerProcess) -> str:
+    """The private Redis' URL, restarted if a previous test left it stopped."""
+    redis_server.start()
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def metrics() -> RelayMetrics:
+    return RelayMetrics()
+
+
+class EventCollector:
+    """A Redis pattern subscriber that keeps every event it receives, parsed into the schema.
+
+    It subscribes synchronously and reads on its own thread, like a separate consumer process:
+    after ``subscribe()`` returns, every later publish is seen, even if no await happened in
+    between (which lets a test restart Redis and subscribe before the relay can publish).
+    Tests wait on it (``await collector.wait_for(n)``) instead of sleeping.
+    """
+
+    def __init__(self, url: str, pattern: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self.pattern = pattern
+        self.events: list[EventBase] = []
+        self.channels: list[str] = []
+        self.errors: list[BaseException] = []
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self) -> EventCollector:
+        self._pubsub.psubscribe(self.pattern)
+        self._pubsub.get_message(timeout=5.0)  # the subscription confirmation: from here, publishes are seen
+        self._thread = threading.Thread(target=self._read, name=f"collector {self.pattern}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = self._pubsub.get_message(timeout=0.1)
+            except Exception as exc:  # Redis went away: keep what was read, report it
+                self.errors.append(exc)
+                return
+            if message is None or message["type"] != "pmessage":
+                continue
+            event = parse_event(message["data"])
+            self._loop.call_soon_threadsafe(self._add, message["channel"].decode(), event)
+
+    def _add(self, channel: str, event: EventBase) -> None:
+        self.channels.append(channel)
+        self.events.append(event)
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[EventBase]:
+        """Wait until at least ``count`` events arrived; fail the test after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            while len(self.events) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.events
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        with contextlib.suppress(Exception):
+            self._pubsub.close()
+        self._client.close()
+
+
+@pytest.fixture
+async def collect(redis_url: str) -> AsyncIterator[Any]:
+    """``collect("relay:events:*")`` returns a subscribed :class:`EventCollector` (no await needed)."""
+    collectors: list[EventCollector] = []
+
+    def make(pattern: str = "relay:*") -> EventCollector:
+        collector = EventCollector(redis_url, pattern).subscribe()
+        collectors.append(collector)
+        return collector
+
+    yield make
+    for collector in collectors:
+        collector.close()
+
+
+def dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
