@@ -1,0 +1,146 @@
+"""The ``relay`` command: ``serve``, ``schema``, ``simulate-bot``.
+
+Each subcommand is a function taking the parsed arguments and returning the exit status; the
+heavier ones import their modules lazily so ``relay schema`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import BaseModel, SecretStr
+
+from relay.settings import DEFAULT_REDIS_URL, Settings, SettingsError, load_settings
+
+log = logging.getLogger("relay")
+
+
+def secret_values(model: BaseModel) -> Iterator[str]:
+    """Every secret in the settings, for the log redactor."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, SecretStr):
+                yield item.get_secret_value()
+            elif isinstance(item, BaseModel):
+                yield from secret_values(item)
+
+
+# --- serve ----------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    try:
+        settings = load_settings(args.config, **({"server": overrides} if overrides else {}))
+    except SettingsError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 2
+
+    from relay.app import create_app
+    from relay.local_redis import INSTALL_HINT, RedisServerProcess, redis_answers
+    from relay.logs import configure_logging
+    from relay.server import run
+
+    generated_token = None
+    if not settings.recall.tokens:
+        generated_token = secrets.token_urlsafe(24)
+        settings.recall.tokens = [SecretStr(generated_token)]
+    configure_logging(settings.server.log_level, secret_values(settings))
+
+    local_redis = None
+    if settings.redis.url == DEFAULT_REDIS_URL and settings.redis.start_local:
+        parts = urlsplit(DEFAULT_REDIS_URL)
+        if not redis_answers(parts.hostname or "127.0.0.1", parts.port or 6379):
+            try:
+                local_redis = RedisServerProcess()
+                local_redis.start()
+            except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+                local_redis = None
+                log.error("nothing answers at %s and no private Redis could be started (%s): %s",
+                          DEFAULT_REDIS_URL, exc, INSTALL_HINT)  # fmt: skip
+            else:
+                settings.redis.url = local_redis.url
+                log.warning("nothing answered at %s: started a private redis-server at %s (it keeps nothing on disk)",
+                            DEFAULT_REDIS_URL, local_redis.url)  # fmt: skip
+
+    if generated_token is not None:
+        scheme = "wss" if settings.server.tls_certfile else "ws"
+        print(
+            "relay: no Recall token configured (RELAY_RECALL_TOKENS); generated one for this run only.\n"
+            f"relay: Recall endpoint: {scheme}://{settings.server.host}:{settings.server.port}"
+            f"{settings.recall.path.rstrip('/')}/?token={generated_token}",
+            file=sys.stderr,
+        )
+    try:
+        run(create_app(settings), settings)
+    finally:
+        if local_redis is not None:
+            local_redis.close()
+    return 0
+
+
+# --- schema ---------------------------------------------------------------------------------------
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from relay.schema import json_schema
+
+    sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+# --- simulate-bot ---------------------------------------------------------------------------------
+
+
+def cmd_simulate_bot(args: argparse.Namespace) -> int:
+    from relay.providers.recall import simulator
+
+    return asyncio.run(simulator.run(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description="WebSocket fan-in relay: Recall.ai, VideoDB, ASAPP → Redis.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the relay server")
+    serve.add_argument("--host", help="interface to listen on (default from settings: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default from settings: 8080)")
+    serve.add_argument("--config", type=Path, help="TOML settings file (see config/relay.example.toml)")
+    serve.set_defaults(func=cmd_serve)
+
+    schema = sub.add_parser("schema", help="print the event JSON Schema")
+    schema.set_defaults(func=cmd_schema)
+
+    simulate = sub.add_parser("simulate-bot", help="connect simulated Recall bots to a relay")
+    try:
+        from relay.providers.recall import simulator
+    except ImportError:  # pragma: no cover - only while the simulator is being built
+        pass
+    else:
+        simulator.add_arguments(simulate)
+    simulate.set_defaults(func=cmd_simulate_bot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Serving the relay with uvicorn: WebSocket settings, TLS, and the graceful shutdown.
+
+On SIGTERM (or SIGINT) the relay stops accepting connections and marks itself not ready, uvicorn
+closes every open Recall socket with 1012 (service restart) so Recall's retries go to another
+replica, the publisher flushes what was accepted, and the process exits within
+``server.shutdown_grace_s``.
+"""
+
+from __future__ import annotations
+
+import socket
+from types import FrameType
+
+import uvicorn
+from starlette.applications import Starlette
+
+from relay.app import Relay
+from relay.settings import Settings
+
+
+class RelayServer(uvicorn.Server):
+    """uvicorn's server, telling the relay the moment a shutdown begins."""
+
+    def __init__(self, config: uvicorn.Config, relay: Relay) -> None:
+        super().__init__(config)
+        self.relay = relay
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.relay.begin_shutdown()
+        super().handle_exit(sig, frame)
+
+
+def uvicorn_config(app: Starlette, settings: Settings, *, fd: int | None = None) -> uvicorn.Config:
+    """The uvicorn configuration the relay runs with (also used by tests, on a bound socket)."""
+    server, recall = settings.server, settings.recall
+    grace = server.shutdown_grace_s
+    return uvicorn.Config(
+        app,
+        host=server.host,
+        port=server.port,
+        fd=fd,
+        # The sans-I/O websockets protocol: keepalive pings, 1009 on oversize frames, and it stops
+        # reading a socket whose messages the app has not taken yet (backpressure).
+        ws="websockets-sansio",
+        ws_max_size=recall.max_frame_bytes,
+        ws_ping_interval=recall.ping_interval_s,
+        ws_ping_timeout=recall.ping_timeout_s,
+        ws_per_message_deflate=False,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        log_config=None,  # relay.logs configured logging (with redaction) already
+        access_log=server.access_log,
+        ssl_certfile=str(server.tls_certfile) if server.tls_certfile else None,
+        ssl_keyfile=str(server.tls_keyfile) if server.tls_keyfile else None,
+        proxy_headers=True,
+        forwarded_allow_ips=server.forwarded_allow_ips,
+        # Sockets close at once with 1012; this bounds waiting for handlers still publishing.
+        timeout_graceful_shutdown=max(grace / 2, 0.5),
+        server_header=False,
+    )
+
+
+def run(app: Starlette, settings: Settings, sock: socket.socket | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; blocks."""
+    config = uvicorn_config(app, settings)
+    server = RelayServer(config, app.state.relay)
+    server.run(sockets=[sock] if sock else None)
