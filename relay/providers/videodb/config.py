@@ -1,11 +1,178 @@
-"""VideoDB settings (the ``[videodb]`` section, ``RELAY_VIDEODB_*``)."""
+"""VideoDB settings (the ``[videodb]`` section, ``RELAY_VIDEODB_*``).
+
+One section serves one or more collections. The simple case is flat::
+
+    [videodb]
+    enabled = true
+    api_key_file = "/run/secrets/videodb"
+    collections = ["default"]            # RELAY_VIDEODB_COLLECTIONS=default,team-b
+
+A collection that needs its own key or base URL is a table instead of a string::
+
+    collections = ["default", { id = "team-b", api_key_file = "/run/secrets/videodb-b" }]
+
+The real-time jobs (transcript, audio index, visual index, alerts) are the same for every
+collection: they are started on each rtstream of a capture session when it turns active, and bound
+again to the new socket after every reconnect.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+__all__ = ["AlertRule", "CollectionSettings", "ResolvedCollection", "VideoDBSettings"]
+
+_ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+
+
+def _read_secret(path: Path) -> SecretStr:
+    """The first non-blank, non-comment line of ``path``; the error never shows the content."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return SecretStr(line)
+    raise ValueError(f"{path} holds no secret")
+
+
+class AlertRule(BaseModel):
+    """An alert on each video rtstream's visual index: VideoDB fires it when ``prompt`` holds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str = Field(min_length=1, description="Name the alert events carry (`payload.label`).")
+    prompt: str = Field(min_length=1, description="What to detect, in words (VideoDB's event prompt).")
+
+
+class CollectionSettings(BaseModel):
+    """One collection; unset fields fall back to the section's values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=_ID_PATTERN)
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _key_file(self) -> CollectionSettings:
+        if self.api_key_file is not None:
+            self.api_key = _read_secret(self.api_key_file)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCollection:
+    """A collection with every fallback applied: what a client needs to connect."""
+
+    id: str
+    base_url: str
+    api_key: SecretStr
 
 
 class VideoDBSettings(BaseModel):
+    """The ``[videodb]`` section; see the module docstring and ``config/relay.example.toml``."""
+
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
+    #: REST base URL; the socket URL is fetched from it before every connect.
+    base_url: str = "https://api.videodb.io"
+    #: API key (``sk-...``) sent as ``x-access-token``; or read from ``api_key_file``.
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    #: Collection ids (strings) or tables ``{id, base_url, api_key, api_key_file}``.
+    collections: Annotated[list[CollectionSettings], NoDecode] = Field(default_factory=list)
+
+    # --- real-time jobs started on each rtstream of an active capture session -------------------
+    transcript: bool = True
+    audio_index: bool = True
+    audio_index_prompt: str = "Summarize what is being discussed and any decisions made."
+    visual_index: bool = True
+    visual_index_prompt: str = "Describe what the user is doing on screen."
+    #: Alerts on the visual index: a JSON list in the environment, a TOML array of tables in files.
+    alerts: Annotated[list[AlertRule], NoDecode] = Field(default_factory=list)
+
+    # --- webhooks (capture-session lifecycle) ---------------------------------------------------
+    webhook_path: str = Field(default="/videodb/webhook", pattern=r"^/[A-Za-z0-9_./\-]*$")
+    #: Shared secret for the optional HMAC-SHA256 check of webhook bodies; unset = no check.
+    webhook_secret: SecretStr | None = None
+    webhook_secret_file: Path | None = None
+    #: Header carrying the hex HMAC-SHA256 of the raw body (``sha256=`` prefix allowed).
+    webhook_signature_header: str = "X-VideoDB-Signature"
+    #: How long a delivery is remembered for deduplication across replicas.
+    webhook_dedupe_ttl_s: int = Field(default=24 * 3600, gt=0)
+    #: Deliveries accepted but not yet processed; beyond it the endpoint answers 503 (VideoDB retries).
+    webhook_queue_max: int = Field(default=1000, ge=1)
+    webhook_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    # --- one socket per collection across replicas ----------------------------------------------
+    #: A holder that stops renewing loses the collection after this long; a standby takes over.
+    lease_ttl_s: float = Field(default=10.0, gt=0)
+    #: How often a standby tries to take a free lease and the holder re-reads the rtstream registry.
+    sync_interval_s: float = Field(default=1.0, gt=0)
+
+    # --- socket and reconnects ------------------------------------------------------------------
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    ping_interval_s: float = Field(default=20.0, gt=0)
+    ping_timeout_s: float = Field(default=20.0, gt=0)
+    http_timeout_s: float = Field(default=10.0, gt=0)
+    max_frame_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    @field_validator("collections", mode="before")
+    @classmethod
+    def _collections(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [{"id": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("alerts", mode="before")
+    @classmethod
+    def _alerts(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: a JSON list of {label, prompt}
+            try:
+                return json.loads(value) if value.strip() else []
+            except ValueError:
+                raise ValueError("alerts from the environment must be a JSON list of {label, prompt}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> VideoDBSettings:
+        if self.api_key_file is not None:
+            self.api_key = _read_secret(self.api_key_file)
+        if self.webhook_secret_file is not None:
+            self.webhook_secret = _read_secret(self.webhook_secret_file)
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be >= backoff_initial_s")
+        ids = [c.id for c in self.collections]
+        if len(set(ids)) != len(ids):
+            raise ValueError("collection ids must be unique")
+        if self.enabled:
+            if not self.collections:
+                raise ValueError("enabled needs at least one collection")
+            for c in self.collections:
+                if c.api_key is None and self.api_key is None:
+                    raise ValueError(f"collection {c.id} has no api_key (set api_key or api_key_file)")
+        return self
+
+    def resolved(self) -> list[ResolvedCollection]:
+        """Every collection with the section's fallbacks applied (only meaningful when enabled)."""
+        out = []
+        for c in self.collections:
+            key = c.api_key or self.api_key
+            if key is None:
+                raise ValueError(f"collection {c.id} has no api_key")
+            out.append(ResolvedCollection(id=c.id, base_url=(c.base_url or self.base_url).rstrip("/"), api_key=key))
+        return out

@@ -1,0 +1,419 @@
+"""VideoDB payloads -> relay events. Pure: payload in, events out; no I/O, never awaits.
+
+Three inputs (shapes in ``docs``: seed 003 and ``protocols/videodb.md``):
+
+* the socket's **first frame**, which names the ``connection_id`` jobs are bound to
+  (:func:`parse_hello`);
+* every later **socket frame** ``{"channel", "rtstream_id", "rtstream_name", "data"}``
+  (:func:`parse_frame`): ``transcript`` -> ``transcript.final``/``transcript.partial``,
+  ``scene_index``/``visual_index`` -> ``index.visual``, ``audio_index``/``spoken_index`` ->
+  ``index.audio``, ``alert`` -> ``alert``, ``capture_session`` -> ``session.status``, any other
+  channel -> ``generic`` (``payload.provider_type`` = the channel);
+* a **webhook** body (capture-session lifecycle, :func:`parse_webhook`) -> ``session.status``.
+
+**Session key.** A socket event is keyed by its capture session when the relay knows which session
+the rtstream belongs to (learnt from the ``capture_session.active`` webhook and passed in as
+``sessions``), else by the rtstream id: ``SessionRef(id=cap-... or rts-..., stream_id=rts-...,
+stream_name=mic:default)``. A consumer follows one capture session with one channel pattern.
+
+**Times.** VideoDB sends ``start``/``end`` as epoch milliseconds (seed 003); seconds were seen too.
+A number at or above 1e11 is read as milliseconds (1e11 s is the year 5138, 1e11 ms is 1973), a
+smaller one as seconds. Index and alert times go into their payloads as datetimes; a transcript's
+``start`` becomes ``time.absolute`` (its payload ``start``/``end`` mean seconds since the session
+started, which VideoDB does not tell us, so they stay empty).
+
+Everything malformed raises :class:`FrameError` with a short, fixed ``reason`` that is safe as a
+metric label; no other exception escapes (a property test checks it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Final
+
+import orjson
+from pydantic import ValidationError
+
+from relay.schema import (
+    Alert,
+    AlertEvent,
+    EventBase,
+    EventTime,
+    Generic,
+    GenericEvent,
+    IndexEvent,
+    IndexResult,
+    SessionRef,
+    SessionStatus,
+    SessionStatusEvent,
+    Source,
+    Transcript,
+    TranscriptEvent,
+)
+
+__all__ = [
+    "FrameError",
+    "RtStreamInfo",
+    "Webhook",
+    "epoch_to_datetime",
+    "parse_bool",
+    "parse_frame",
+    "parse_hello",
+    "parse_webhook",
+]
+
+#: Numbers at or above this are epoch milliseconds, below it epoch seconds (see module docstring).
+MS_THRESHOLD: Final = 1e11
+#: Later than this (year ~5138 in seconds) is not a time.
+_MAX_EPOCH_S: Final = 1e11
+
+_VISUAL: Final = frozenset({"scene_index", "visual_index"})
+_AUDIO: Final = frozenset({"audio_index", "spoken_index"})
+
+
+class FrameError(ValueError):
+    """A payload the parser cannot use; ``reason`` is a fixed, short name safe as a metric label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class RtStreamInfo:
+    """One rtstream of an active capture session, as the ``capture_session.active`` webhook lists it."""
+
+    rtstream_id: str
+    name: str | None
+    media_types: tuple[str, ...]
+    capture_session_id: str
+
+    @property
+    def has_audio(self) -> bool:
+        return "audio" in self.media_types
+
+    @property
+    def has_video(self) -> bool:
+        return "video" in self.media_types
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A parsed webhook delivery: its dedupe key parts, the event to publish, and active rtstreams."""
+
+    event: str  # e.g. "capture_session.active"
+    capture_session_id: str
+    timestamp: str  # as sent: part of the dedupe key
+    status: str
+    rtstreams: tuple[RtStreamInfo, ...]
+    published: SessionStatusEvent
+
+    @property
+    def dedupe_key(self) -> str:
+        """capture_session_id + event + timestamp: identical for every redelivery of one event."""
+        return f"{self.capture_session_id}|{self.event}|{self.timestamp}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Small tolerant readers
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_object(raw: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(raw, Mapping):
+        return raw
+    try:
+        value = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        raise FrameError("not_json") from None
+    if not isinstance(value, dict):
+        raise FrameError("not_object")
+    return value
+
+
+def _str(value: Any) -> str | None:
+    """A non-empty string, or None; numbers are accepted as ids (a provider may send them)."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def parse_bool(value: Any, reason: str = "bad_is_final") -> bool:
+    """``True``/``False`` or the strings ``"true"``/``"false"`` (any case), also 1/0."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0"):
+            return False
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise FrameError(reason)
+
+
+def epoch_to_datetime(value: Any) -> datetime | None:
+    """Epoch milliseconds or seconds (numbers or numeric strings) as an aware UTC datetime.
+
+    ``None`` stays ``None``; anything else that is not a plausible time raises ``FrameError("bad_time")``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise FrameError("bad_time")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise FrameError("bad_time") from None
+    if not isinstance(value, (int, float)):
+        raise FrameError("bad_time")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise FrameError("bad_time")
+    seconds = number / 1000.0 if number >= MS_THRESHOLD else number
+    if seconds >= _MAX_EPOCH_S:
+        raise FrameError("bad_time")
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def _parse_iso(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Socket
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_hello(raw: str | bytes | Mapping[str, Any]) -> str:
+    """The ``connection_id`` of the socket's first frame (top level or under ``data``)."""
+    frame = _load_object(raw)
+    conn = _str(frame.get("connection_id"))
+    if conn is None and isinstance(frame.get("data"), Mapping):
+        conn = _str(frame["data"].get("connection_id"))
+    if conn is None:
+        raise FrameError("missing_connection_id")
+    return conn
+
+
+def session_for(rtstream_id: str, rtstream_name: str | None, sessions: Mapping[str, str]) -> SessionRef:
+    """The session key of an rtstream: its capture session if known, else the rtstream itself."""
+    return SessionRef(id=sessions.get(rtstream_id, rtstream_id), stream_id=rtstream_id, stream_name=rtstream_name)
+
+
+def parse_frame(
+    raw: str | bytes | Mapping[str, Any],
+    *,
+    received: datetime,
+    sessions: Mapping[str, str] | None = None,
+) -> EventBase:
+    """One socket event frame -> one relay event.
+
+    :param received: when the relay read the frame (UTC); goes into ``time.received``.
+    :param sessions: rtstream id -> capture session id, from the ``capture_session.active`` webhooks.
+    """
+    frame = _load_object(raw)
+    sessions = sessions or {}
+    channel = frame.get("channel")
+    if not isinstance(channel, str) or not channel:
+        raise FrameError("missing_channel")
+    data = frame.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise FrameError("bad_data")
+
+    if channel == "capture_session":
+        return _capture_session_frame(frame, data, received, sessions)
+
+    rtstream_id = _str(frame.get("rtstream_id"))
+    if rtstream_id is None:
+        raise FrameError("missing_rtstream_id")
+    name = _str(frame.get("rtstream_name"))
+    session = session_for(rtstream_id, name, sessions)
+
+    try:
+        if channel == "transcript":
+            return _transcript(session, data, received)
+        if channel in _VISUAL or channel in _AUDIO:
+            return IndexEvent(
+                source=Source.VIDEODB,
+                type="index.visual" if channel in _VISUAL else "index.audio",
+                session=session,
+                time=EventTime(received=received, absolute=epoch_to_datetime(data.get("start"))),
+                payload=IndexResult(
+                    text=_text(data), start=epoch_to_datetime(data.get("start")), end=epoch_to_datetime(data.get("end"))
+                ),
+            )
+        if channel == "alert":
+            return _alert(session, data, received)
+        return GenericEvent(
+            source=Source.VIDEODB,
+            session=session,
+            time=EventTime(received=received),
+            payload=Generic(provider_type=channel, data=dict(data)),
+        )
+    except ValidationError:  # a value the schema refuses (e.g. a non-numeric confidence)
+        raise FrameError("schema") from None
+
+
+def _text(data: Mapping[str, Any]) -> str:
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise FrameError("missing_text")
+    return text
+
+
+def _transcript(session: SessionRef, data: Mapping[str, Any], received: datetime) -> TranscriptEvent:
+    is_final = parse_bool(data.get("is_final", False))
+    start = epoch_to_datetime(data.get("start"))
+    epoch_to_datetime(data.get("end"))  # validated like start, so a bad end is reported, not ignored
+    return TranscriptEvent(
+        source=Source.VIDEODB,
+        type="transcript.final" if is_final else "transcript.partial",
+        session=session,
+        time=EventTime(received=received, absolute=start),
+        payload=Transcript(text=_text(data), is_final=is_final),
+    )
+
+
+def _alert(session: SessionRef, data: Mapping[str, Any], received: datetime) -> AlertEvent:
+    label = _str(data.get("label"))
+    if label is None:
+        raise FrameError("missing_label")
+    confidence = data.get("confidence")
+    if confidence is not None:
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not math.isfinite(confidence):
+            raise FrameError("bad_confidence")
+    start = epoch_to_datetime(data.get("start"))
+    return AlertEvent(
+        source=Source.VIDEODB,
+        session=session,
+        time=EventTime(received=received, absolute=start),
+        payload=Alert(
+            label=label,
+            triggered=parse_bool(data.get("triggered", True), "bad_triggered"),
+            confidence=None if confidence is None else float(confidence),
+            start=start,
+            end=epoch_to_datetime(data.get("end")),
+        ),
+    )
+
+
+def _status_of(event: str | None, status: str | None) -> str | None:
+    if status:
+        return status
+    if event and event.startswith("capture_session."):
+        return event.removeprefix("capture_session.") or None
+    return event
+
+
+def _capture_session_frame(
+    frame: Mapping[str, Any], data: Mapping[str, Any], received: datetime, sessions: Mapping[str, str]
+) -> SessionStatusEvent:
+    # The socket's capture_session shape is unconfirmed: read fields at the top level or under data.
+    def pick(key: str) -> str | None:
+        return _str(frame.get(key)) or _str(data.get(key))
+
+    event, status = pick("event"), pick("status")
+    status = _status_of(event, status)
+    if status is None:
+        raise FrameError("missing_status")
+    rtstream_id = pick("rtstream_id")
+    cap = pick("capture_session_id") or (sessions.get(rtstream_id) if rtstream_id else None) or rtstream_id
+    if cap is None:
+        raise FrameError("missing_session")
+    detail: dict[str, Any] = {"origin": "socket", **dict(data)}
+    if event:
+        detail["event"] = event
+    return SessionStatusEvent(
+        source=Source.VIDEODB,
+        session=SessionRef(id=cap, stream_id=rtstream_id, stream_name=pick("rtstream_name")),
+        time=EventTime(received=received),
+        payload=SessionStatus(status=status, detail=detail),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Webhooks
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_webhook(raw: str | bytes | Mapping[str, Any], *, received: datetime) -> Webhook:
+    """A capture-session webhook body -> its ``session.status`` event and, when active, its rtstreams.
+
+    ``payload.detail`` keeps what a consumer needs: ``event``, ``end_user_id``, ``timestamp`` and
+    the envelope's ``data`` (rtstreams, ``exported_video_id``, the ``error`` object of a failure).
+    """
+    body = _load_object(raw)
+    event = _str(body.get("event"))
+    cap = _str(body.get("capture_session_id"))
+    if event is None:
+        raise FrameError("missing_event")
+    if cap is None:
+        raise FrameError("missing_session")
+    status = _status_of(event, _str(body.get("status")))
+    assert status is not None  # event is not None
+    timestamp = body.get("timestamp")
+    timestamp_s = timestamp if isinstance(timestamp, str) else ("" if timestamp is None else str(timestamp))
+    data = body.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise FrameError("bad_data")
+
+    rtstreams: list[RtStreamInfo] = []
+    raw_streams = data.get("rtstreams", [])
+    if raw_streams is not None:
+        if not isinstance(raw_streams, list):
+            raise FrameError("bad_rtstreams")
+        for item in raw_streams:
+            if not isinstance(item, Mapping) or _str(item.get("rtstream_id")) is None:
+                raise FrameError("bad_rtstreams")
+            media = item.get("media_types", [])
+            if not isinstance(media, list):
+                raise FrameError("bad_rtstreams")
+            rtstreams.append(
+                RtStreamInfo(
+                    rtstream_id=_str(item["rtstream_id"]),  # type: ignore[arg-type]
+                    name=_str(item.get("name")),
+                    media_types=tuple(m for m in media if isinstance(m, str)),
+                    capture_session_id=cap,
+                )
+            )
+
+    detail: dict[str, Any] = {"origin": "webhook", "event": event, "timestamp": timestamp_s, "data": dict(data)}
+    if _str(body.get("end_user_id")) is not None:
+        detail["end_user_id"] = _str(body.get("end_user_id"))
+    if _str(body.get("version")) is not None:
+        detail["version"] = _str(body.get("version"))
+    try:
+        published = SessionStatusEvent(
+            source=Source.VIDEODB,
+            session=SessionRef(id=cap),
+            time=EventTime(received=received, absolute=_parse_iso(timestamp)),
+            payload=SessionStatus(status=status, detail=detail),
+        )
+    except ValidationError:
+        raise FrameError("schema") from None
+    return Webhook(
+        event=event,
+        capture_session_id=cap,
+        timestamp=timestamp_s,
+        status=status,
+        rtstreams=tuple(rtstreams) if event == "capture_session.active" or status == "active" else (),
+        published=published,
+    )

@@ -1,0 +1,247 @@
+"""VideoDB parser: the seed payloads (seed 003), tolerated variants, malformed input, a property test."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.providers.videodb.parse import (
+    FrameError,
+    epoch_to_datetime,
+    parse_frame,
+    parse_hello,
+    parse_webhook,
+)
+from relay.schema import AlertEvent, GenericEvent, IndexEvent, SessionStatusEvent, TranscriptEvent, parse_event
+
+NOW = datetime(2026, 1, 20, 12, 0, tzinfo=timezone.utc)
+
+# --- the seed's examples, verbatim ---------------------------------------------------------------
+TRANSCRIPT = {
+    "channel": "transcript",
+    "rtstream_id": "rts-xxx",
+    "rtstream_name": "mic:default",
+    "data": {"text": "Let's schedule the meeting for Thursday", "is_final": True, "start": 1710000001234, "end": 1710000002345},
+}
+VISUAL = {
+    "channel": "visual_index",
+    "rtstream_id": "rts-xxx",
+    "rtstream_name": "display:1",
+    "data": {"text": "User is viewing a Slack conversation with 3 unread messages", "start": 1710000012340, "end": 1710000018900},
+}
+AUDIO = {
+    "channel": "audio_index",
+    "rtstream_id": "rts-xxx",
+    "rtstream_name": "mic:default",
+    "data": {"text": "Discussion about scheduling a team meeting", "start": 1710000021500, "end": 1710000029200},
+}
+ALERT = {
+    "channel": "alert",
+    "rtstream_id": "rts-xxx",
+    "data": {"label": "sensitive_content", "triggered": True, "confidence": 0.92, "start": 1710000045100, "end": 1710000047800},
+}
+ACTIVE = {
+    "event": "capture_session.active",
+    "capture_session_id": "cap-xxx",
+    "status": "active",
+    "timestamp": "2026-01-20T12:34:56Z",
+    "data": {
+        "rtstreams": [
+            {"rtstream_id": "rts-1", "name": "mic:default", "media_types": ["audio"]},
+            {"rtstream_id": "rts-2", "name": "system_audio:default", "media_types": ["audio"]},
+            {"rtstream_id": "rts-3", "name": "display:1", "media_types": ["video"]},
+        ]
+    },
+}
+
+
+def ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+
+
+def roundtrip(event):
+    """What a consumer sees: the event through JSON and back into the schema."""
+    again = parse_event(event.model_dump_json())
+    assert again == event
+    return again
+
+
+def test_transcript_final_from_the_seed() -> None:
+    event = roundtrip(parse_frame(orjson.dumps(TRANSCRIPT), received=NOW))
+    assert isinstance(event, TranscriptEvent)
+    assert event.type == "transcript.final" and event.source == "videodb"
+    assert event.payload.text == "Let's schedule the meeting for Thursday" and event.payload.is_final
+    assert event.session.id == "rts-xxx" and event.session.stream_id == "rts-xxx"
+    assert event.session.stream_name == "mic:default"
+    assert event.time.absolute == ms(1710000001234) and event.time.received == NOW
+
+
+@pytest.mark.parametrize("flag,type_", [(False, "transcript.partial"), ("false", "transcript.partial"), ("true", "transcript.final"), ("TRUE", "transcript.final")])
+def test_is_final_as_bool_or_string(flag, type_) -> None:
+    frame = {**TRANSCRIPT, "data": {**TRANSCRIPT["data"], "is_final": flag}}
+    assert parse_frame(frame, received=NOW).type == type_
+
+
+def test_capture_session_known_keys_socket_events_by_it() -> None:
+    event = parse_frame(TRANSCRIPT, received=NOW, sessions={"rts-xxx": "cap-9"})
+    assert event.session.id == "cap-9" and event.session.stream_id == "rts-xxx"
+
+
+@pytest.mark.parametrize("frame,type_", [(VISUAL, "index.visual"), ({**VISUAL, "channel": "scene_index"}, "index.visual"), (AUDIO, "index.audio"), ({**AUDIO, "channel": "spoken_index"}, "index.audio")])
+def test_index_channels(frame, type_) -> None:
+    event = roundtrip(parse_frame(frame, received=NOW))
+    assert isinstance(event, IndexEvent) and event.type == type_
+    assert event.payload.text == frame["data"]["text"]
+    assert event.payload.start == ms(frame["data"]["start"]) and event.payload.end == ms(frame["data"]["end"])
+
+
+def test_alert_without_rtstream_name() -> None:
+    event = roundtrip(parse_frame(ALERT, received=NOW))
+    assert isinstance(event, AlertEvent)
+    assert event.payload.label == "sensitive_content" and event.payload.triggered
+    assert event.payload.confidence == pytest.approx(0.92)
+    assert event.session.stream_name is None
+    assert event.payload.end == ms(1710000047800)
+
+
+def test_unknown_channel_passes_through_as_generic() -> None:
+    frame = {"channel": "upload_progress", "rtstream_id": "rts-1", "data": {"percent": 40}}
+    event = roundtrip(parse_frame(frame, received=NOW))
+    assert isinstance(event, GenericEvent) and event.type == "generic"
+    assert event.payload.provider_type == "upload_progress" and event.payload.data == {"percent": 40}
+
+
+def test_capture_session_channel() -> None:
+    frame = {"channel": "capture_session", "capture_session_id": "cap-1", "event": "capture_session.stopping", "data": {}}
+    event = roundtrip(parse_frame(frame, received=NOW))
+    assert isinstance(event, SessionStatusEvent)
+    assert event.session.id == "cap-1" and event.payload.status == "stopping"
+    nested = {"channel": "capture_session", "data": {"capture_session_id": "cap-2", "status": "active"}}
+    assert parse_frame(nested, received=NOW).session.id == "cap-2"
+
+
+def test_times_in_seconds_or_milliseconds() -> None:
+    assert epoch_to_datetime(1710000001.234) == epoch_to_datetime(1710000001234)
+    assert epoch_to_datetime("1710000001234") == ms(1710000001234)
+    assert epoch_to_datetime(None) is None
+    for bad in (-1, float("nan"), float("inf"), True, "soon", [1], 1e30):
+        with pytest.raises(FrameError) as err:
+            epoch_to_datetime(bad)
+        assert err.value.reason == "bad_time"
+
+
+def test_hello() -> None:
+    assert parse_hello(b'{"connection_id": "c-1"}') == "c-1"
+    assert parse_hello({"data": {"connection_id": "c-2"}}) == "c-2"
+    with pytest.raises(FrameError, match="missing_connection_id"):
+        parse_hello("{}")
+
+
+@pytest.mark.parametrize(
+    "raw,reason",
+    [
+        (b"not json", "not_json"),
+        (b"[1, 2]", "not_object"),
+        (b'{"rtstream_id": "r"}', "missing_channel"),
+        (b'{"channel": "transcript", "data": {"text": "x"}}', "missing_rtstream_id"),
+        (b'{"channel": "transcript", "rtstream_id": "r", "data": "x"}', "bad_data"),
+        (b'{"channel": "transcript", "rtstream_id": "r", "data": {"is_final": true}}', "missing_text"),
+        (b'{"channel": "transcript", "rtstream_id": "r", "data": {"text": "x", "is_final": "maybe"}}', "bad_is_final"),
+        (b'{"channel": "scene_index", "rtstream_id": "r", "data": {"text": "x", "start": "noon"}}', "bad_time"),
+        (b'{"channel": "alert", "rtstream_id": "r", "data": {"triggered": true}}', "missing_label"),
+        (b'{"channel": "alert", "rtstream_id": "r", "data": {"label": "l", "confidence": "high"}}', "bad_confidence"),
+        (b'{"channel": "capture_session", "data": {}}', "missing_status"),
+    ],
+)
+def test_malformed_frames_name_their_reason(raw, reason) -> None:
+    with pytest.raises(FrameError) as err:
+        parse_frame(raw, received=NOW)
+    assert err.value.reason == reason
+
+
+def test_webhook_active_lists_rtstreams_and_dedupe_key() -> None:
+    hook = parse_webhook(orjson.dumps({"version": "2", "end_user_id": "user_abc", **ACTIVE}), received=NOW)
+    assert hook.status == "active" and hook.capture_session_id == "cap-xxx"
+    assert [(r.rtstream_id, r.has_audio, r.has_video) for r in hook.rtstreams] == [
+        ("rts-1", True, False), ("rts-2", True, False), ("rts-3", False, True)
+    ]  # fmt: skip
+    assert hook.dedupe_key == "cap-xxx|capture_session.active|2026-01-20T12:34:56Z"
+    event = roundtrip(hook.published)
+    assert event.type == "session.status" and event.session.id == "cap-xxx"
+    assert event.payload.detail["end_user_id"] == "user_abc"
+    assert event.payload.detail["data"]["rtstreams"][2]["name"] == "display:1"
+    assert event.time.absolute == datetime(2026, 1, 20, 12, 34, 56, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    "body,status,detail",
+    [
+        ({"event": "capture_session.exported", "capture_session_id": "c", "data": {"exported_video_id": "m-1"}}, "exported", "exported_video_id"),
+        ({"event": "capture_session.failed", "capture_session_id": "c", "status": "failed", "data": {"error": {"code": "x"}}}, "failed", "error"),
+        ({"event": "capture_session.stopped", "capture_session_id": "c"}, "stopped", None),
+    ],
+)
+def test_webhook_lifecycle_statuses(body, status, detail) -> None:
+    hook = parse_webhook(body, received=NOW)
+    assert hook.status == status and hook.rtstreams == ()
+    if detail:
+        assert detail in hook.published.payload.detail["data"]
+
+
+@pytest.mark.parametrize(
+    "body,reason",
+    [
+        (b"{", "not_json"),
+        (b'{"capture_session_id": "c"}', "missing_event"),
+        (b'{"event": "capture_session.active"}', "missing_session"),
+        (b'{"event": "capture_session.active", "capture_session_id": "c", "data": {"rtstreams": {}}}', "bad_rtstreams"),
+        (b'{"event": "capture_session.active", "capture_session_id": "c", "data": {"rtstreams": [{"name": "x"}]}}', "bad_rtstreams"),
+    ],
+)
+def test_malformed_webhooks(body, reason) -> None:
+    with pytest.raises(FrameError) as err:
+        parse_webhook(body, received=NOW)
+    assert err.value.reason == reason
+
+
+# --- property: any input gives an event or FrameError, nothing else ------------------------------
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+channels = st.sampled_from(["transcript", "scene_index", "visual_index", "audio_index", "spoken_index", "alert", "capture_session", "other"])
+data_keys = st.sampled_from(["text", "is_final", "start", "end", "label", "triggered", "confidence", "status", "event", "capture_session_id"])
+frames = st.fixed_dictionaries(
+    {"channel": channels | json_values, "data": st.dictionaries(data_keys, json_values, max_size=6) | json_values},
+    optional={"rtstream_id": st.text(max_size=6) | json_values, "rtstream_name": json_values, "status": json_values},
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(frame=frames | json_values)
+def test_parse_frame_raises_only_frame_error(frame) -> None:
+    try:
+        raw = orjson.dumps(frame)
+    except (TypeError, orjson.JSONEncodeError):
+        return
+    for parse in (lambda: parse_frame(raw, received=NOW), lambda: parse_webhook(raw, received=NOW), lambda: parse_hello(raw)):
+        try:
+            result = parse()
+        except FrameError:
+            continue
+        if not isinstance(result, str):  # an event or a webhook: it must serialize
+            (result.published if hasattr(result, "published") else result).model_dump_json()
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=64))
+def test_parse_frame_on_arbitrary_bytes(raw) -> None:
+    try:
+        parse_frame(raw, received=NOW)
+    except FrameError:
+        pass
