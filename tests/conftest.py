@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -128,3 +130,82 @@ async def collect(redis_url: str) -> AsyncIterator[Any]:
 
 def dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
+
+
+# --- relay server ----------------------------------------------------------------------------------
+
+RECALL_TOKEN = "test-token-0123456789abcdef"
+
+
+@dataclass
+class RunningRelay:
+    """A relay served by uvicorn on a free port, in this test's event loop."""
+
+    app: Any
+    server: Any
+    port: int
+    scheme: str = "ws"
+
+    @property
+    def relay(self) -> Any:
+        return self.app.state.relay
+
+    def recall_url(self, token: str | None = RECALL_TOKEN, path: str = "/recall/") -> str:
+        query = f"?token={token}" if token is not None else ""
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}{query}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{'https' if self.scheme == 'wss' else 'http'}://127.0.0.1:{self.port}"
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.relay.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self._task
+
+    _task: Any = None
+
+
+@pytest.fixture
+async def start_relay(redis_url: str) -> AsyncIterator[Any]:
+    """``await start_relay(recall={...}, ...)`` serves a relay with these settings overrides."""
+    from relay.app import create_app
+    from relay.server import RelayServer, uvicorn_config
+    from relay.settings import load_settings
+
+    running: list[RunningRelay] = []
+
+    async def start(**sections: dict[str, Any]) -> RunningRelay:
+        overrides: dict[str, Any] = {
+            "redis": {"url": redis_url, "start_local": False},
+            "recall": {"tokens": [RECALL_TOKEN]},
+            "server": {"shutdown_grace_s": 5.0},
+        }
+        for section, values in sections.items():
+            overrides[section] = {**overrides.get(section, {}), **values}
+        settings = load_settings(None, **overrides)
+        app = create_app(settings)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn_config(app, settings)
+        config.loop = "none"  # the test's loop
+        server = RelayServer(config, app.state.relay)
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # signals stay pytest's
+        result = RunningRelay(app=app, server=server, port=port, scheme="wss" if settings.server.tls_certfile else "ws")
+        result._task = asyncio.create_task(server.serve(sockets=[sock]))
+        async with asyncio.timeout(10):
+            while not server.started:
+                if result._task.done():
+                    result._task.result()
+                await asyncio.sleep(0.01)
+        running.append(result)
+        return result
+
+    yield start
+    for result in running:
+        if not result._task.done():
+            await result.stop()

@@ -1,0 +1,36 @@
+# relay: the two commands of the README are `make run` and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: run test test-twice bench schema docs clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## run: start the relay with local defaults (Redis at 127.0.0.1:6379, or a private one)
+run: $(STAMP)
+	$(BIN)/relay serve $(ARGS)
+
+## test: the whole test suite (starts its own redis-server on a free port)
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-twice: what CI runs; the suite must pass twice in a row
+test-twice: test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## schema: print the event JSON Schema
+schema: $(STAMP)
+	$(BIN)/relay schema
+
+## docs: regenerate docs/events.md from the schema and the real parsers
+docs: $(STAMP)
+	$(BIN)/python -m relay.eventdocs > docs/events.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
