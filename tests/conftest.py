@@ -209,3 +209,17 @@ async def start_relay(redis_url: str) -> AsyncIterator[Any]:
     for result in running:
         if not result._task.done():
             await result.stop()
+
+
+# --- asapp emulator ---
+
+
+@pytest.fixture
+async def asapp_emulator() -> AsyncIterator[Any]:
+    """An ASAPP emulator on a free port, with test-sized limits: audio may run at 20x real time,
+    one transcript per 200 ms of audio. Tests may change ``asapp_emulator.config`` fields at any time."""
+    from relay.providers.asapp.emulator import AsappEmulator, EmulatorConfig
+
+    config = EmulatorConfig(speed=20.0, burst_ms=2_000, idle_s=10.0, transcript_ms=200)
+    async with AsappEmulator(config) as emulator:
+        yield emulator
