@@ -1,0 +1,632 @@
+"""Recall.ai real-time WebSocket frames -> relay events: a pure, sans-I/O parser for ONE connection.
+
+The ingress owns the socket; it hands every received frame to :meth:`RecallParser.feed` and
+publishes what comes back. The parser never awaits and never does I/O, so it is tested with the
+documented payloads alone (``tests/providers/recall/test_parse.py``).
+
+Two protocols arrive on the same kind of socket:
+
+* **Real-time endpoints** (current): JSON text frames ``{"event": ..., "data": {...}}``; a binary
+  frame holding UTF-8 JSON is accepted as the same thing. See ``/work/shared/protocols/recall.md``.
+* **Legacy raw audio** (older bots): a JSON header ``{"protocol_version": 1, "bot_id",
+  "recording_id", "separate_streams", "offset"}``, then binary frames of S16LE 16 kHz PCM (with
+  ``separate_streams``, each starts with a 4-byte little-endian participant id), and binary video
+  frames (participant id, millisecond timestamp, PNG bytes). The header **emits no event**: it
+  carries nothing but the session, which every following event repeats; it only sets
+  :attr:`RecallParser.session` and switches binary frames to media.
+
+Errors: any malformed frame raises :class:`FrameError` -- and nothing else, whatever the input --
+whose ``reason`` is one of :attr:`FrameError.REASONS` (a bounded metric label). Unknown fields are
+ignored; known fields of the wrong type are errors. Unknown event *types* are not errors: Recall
+adds types, so they pass through as :class:`~relay.schema.GenericEvent`.
+
+Speed: this is the relay's hot path (tens of audio frames per second per bot). JSON is parsed once
+by orjson; base64 is checked without decoding it (its length gives the byte count); the session
+and participants are built once per connection and reused while the bot sends the same ones; and
+each event is validated once by pydantic from one nested dict (cheaper, in pydantic 2.13, than
+``model_construct`` of every sub-model, and it keeps the schema's checks).
+"""
+
+from __future__ import annotations
+
+import binascii
+import struct
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Final, TypeVar
+
+import orjson
+
+from pydantic import BaseModel, ValidationError
+
+from relay.schema import (
+    AudioChunkEvent,
+    ChatMessageEvent,
+    EventBase,
+    GenericEvent,
+    Participant,
+    ParticipantEvent,
+    ProviderDataEvent,
+    SessionRef,
+    Source,
+    TranscriptEvent,
+    VideoFrameEvent,
+    new_event_id,
+)
+
+__all__ = ["FrameError", "RecallParser", "PCM_BYTES_PER_MS", "PNG_MAGIC"]
+
+_E = TypeVar("_E", bound=BaseModel)
+
+#: 16 kHz mono signed 16-bit PCM: 32 bytes per millisecond.
+PCM_BYTES_PER_MS: Final = 32
+PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
+
+_RECALL: Final = Source.RECALL
+_UTC: Final = timezone.utc
+#: Characters of standard base64; ``bytes.translate(None, _B64_ALPHABET)`` leaves only the others.
+_B64_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_LE_U32: Final = struct.Struct("<I")
+_LE_U32_U32: Final = struct.Struct("<II")
+#: Marks a cached participant made from a legacy binary id (no participant object to compare).
+_LEGACY: Final[dict[str, Any]] = {}
+#: Above this many remembered participants a connection starts over (bounds memory per socket).
+_MAX_CACHED_PARTICIPANTS: Final = 1024
+
+
+class FrameError(Exception):
+    """A frame the parser cannot turn into events.
+
+    ``reason`` is one of :attr:`REASONS`: a short fixed identifier, safe as a metric label.
+    ``detail`` says where (a field path such as ``data.recording.id``), never frame content, so it
+    is safe to log.
+    """
+
+    REASONS: ClassVar[frozenset[str]] = frozenset({
+        "invalid_json",           # not JSON at all
+        "invalid_utf8",           # a text/JSON frame that is not valid UTF-8
+        "not_an_object",          # JSON, but not an object
+        "missing_field",          # a required field is absent (or null)
+        "invalid_field",          # a known field has the wrong type or an impossible value
+        "invalid_base64",         # an audio/video buffer that is not standard padded base64
+        "unsupported_protocol",   # a legacy header with a protocol_version other than 1
+        "binary_before_header",   # a non-JSON binary frame before any legacy header
+        "short_binary_frame",     # a legacy binary frame too short for its prefix
+        "invalid_frame_type",     # neither str nor bytes (a caller bug)
+        "internal_error",         # a parser bug; counted rather than crashing the connection
+    })  # fmt: skip
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# ---------------------------------------------------------------------------------------------
+# Field readers: each checks one JSON value's type and raises FrameError naming the field.
+# ---------------------------------------------------------------------------------------------
+
+
+def _obj(value: Any, field: str) -> dict[str, Any]:
+    if type(value) is dict:
+        return value
+    raise FrameError("missing_field" if value is None else "invalid_field", field)
+
+
+def _opt_obj(value: Any, field: str) -> dict[str, Any]:
+    """An optional object such as ``metadata``: null or absent reads as ``{}``."""
+    if type(value) is dict:
+        return value
+    if value is None:
+        return {}
+    raise FrameError("invalid_field", field)
+
+
+def _str(value: Any, field: str) -> str:
+    if type(value) is str:
+        return value
+    raise FrameError("missing_field" if value is None else "invalid_field", field)
+
+
+def _opt_str(value: Any, field: str) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    raise FrameError("invalid_field", field)
+
+
+def _opt_bool(value: Any, field: str) -> bool | None:
+    if value is None or type(value) is bool:
+        return value
+    raise FrameError("invalid_field", field)
+
+
+def _opt_float(value: Any, field: str) -> float | None:
+    # bool is an int subclass; `true` is not a number of seconds.
+    t = type(value)
+    if t is float:
+        return value  # type: ignore[no-any-return]
+    if t is int:
+        return float(value)
+    if value is None:
+        return None
+    raise FrameError("invalid_field", field)
+
+
+def _opt_datetime(value: Any, field: str) -> datetime | None:
+    """An ISO 8601 time, normalized to UTC (Recall sends UTC; a time without offset is UTC)."""
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise FrameError("invalid_field", field)
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=_UTC)
+        return parsed.astimezone(_UTC)
+    except (ValueError, OverflowError):
+        raise FrameError("invalid_field", field) from None
+
+
+def _base64_len(value: Any, field: str) -> int:
+    """Check that ``value`` is standard padded base64 and return its decoded length, without decoding.
+
+    Decoding would copy the buffer only to count it (and ``binascii`` is slower than this check):
+    the string must be ASCII, a multiple of 4 long, use only the base64 alphabet, and carry ``=``
+    only as the last one or two characters.
+    """
+    if type(value) is not str:
+        raise FrameError("missing_field" if value is None else "invalid_field", field)
+    n = len(value)
+    if not n:
+        return 0
+    if n % 4 or not value.isascii():
+        raise FrameError("invalid_base64", field)
+    pad = 2 if value.endswith("==") else 1 if value[-1] == "=" else 0
+    if value.find("=", 0, n - pad) != -1 or value.encode("ascii").translate(None, _B64_ALPHABET):
+        raise FrameError("invalid_base64", field)
+    return n // 4 * 3 - pad
+
+
+def _time(raw: Any, received: datetime, field: str) -> dict[str, Any]:
+    """A Recall ``{relative, absolute}`` timestamp (either may be missing) as EventTime fields."""
+    if raw is None:
+        return {"received": received}
+    if type(raw) is not dict:
+        raise FrameError("invalid_field", field)
+    return {
+        "received": received,
+        "relative": _opt_float(raw.get("relative"), field + ".relative"),
+        "absolute": _opt_datetime(raw.get("absolute"), field + ".absolute"),
+    }
+
+
+def _validate(cls: type[_E], fields: dict[str, Any]) -> _E:
+    """Build an event; pydantic checks it once, in Rust, nested dicts and all.
+
+    (Validating one nested dict is cheaper than ``model_construct`` of each sub-model, and keeps the
+    schema's own checks.) The fields were type-checked above, so a failure here is a parser bug or
+    a value the checks above let through: reported as ``invalid_field`` with its location.
+    """
+    try:
+        return cls.model_validate(fields)
+    except ValidationError as exc:
+        loc = ".".join(str(p) for p in exc.errors(include_url=False, include_input=False)[0]["loc"])
+        raise FrameError("invalid_field", loc) from None
+
+
+def _word_time(raw: Any, field: str) -> tuple[float | None, datetime | None]:
+    if raw is None:
+        return None, None
+    if type(raw) is not dict:
+        raise FrameError("invalid_field", field)
+    return _opt_float(raw.get("relative"), field + ".relative"), _opt_datetime(raw.get("absolute"), field + ".absolute")
+
+
+def _build_participant(raw: dict[str, Any]) -> Participant:
+    pid = raw.get("id")
+    if type(pid) is int:
+        pid = str(pid)
+    elif pid is not None and type(pid) is not str:
+        raise FrameError("invalid_field", "participant.id")
+    return _validate(Participant, {
+        "id": pid,
+        "name": _opt_str(raw.get("name"), "participant.name"),
+        "email": _opt_str(raw.get("email"), "participant.email"),
+        "is_host": _opt_bool(raw.get("is_host"), "participant.is_host"),
+        "platform": _opt_str(raw.get("platform"), "participant.platform"),
+        "extra": _opt_obj(raw.get("extra_data"), "participant.extra_data"),
+    })  # fmt: skip
+
+
+def _build_session(data: dict[str, Any]) -> SessionRef:
+    recording = _obj(data.get("recording"), "data.recording")
+    bot = _opt_obj(data.get("bot"), "data.bot")
+    endpoint = _opt_obj(data.get("realtime_endpoint"), "data.realtime_endpoint")
+    return _validate(SessionRef, {
+        "id": _str(recording.get("id"), "data.recording.id"),
+        "bot_id": _opt_str(bot.get("id"), "data.bot.id"),
+        "endpoint_id": _opt_str(endpoint.get("id"), "data.realtime_endpoint.id"),
+        "metadata": _opt_obj(endpoint.get("metadata"), "data.realtime_endpoint.metadata"),
+        "recording_metadata": _opt_obj(recording.get("metadata"), "data.recording.metadata"),
+        "bot_metadata": _opt_obj(bot.get("metadata"), "data.bot.metadata"),
+    })  # fmt: skip
+
+
+def _loads(frame: str | bytes | bytearray | memoryview) -> Any:
+    try:
+        return orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        pass
+    # Slow path, errors only: tell broken encoding from broken JSON.
+    try:
+        if isinstance(frame, str):
+            frame.encode("utf-8")  # lone surrogates cannot be encoded
+        else:
+            bytes(frame).decode("utf-8")
+    except UnicodeError:
+        raise FrameError("invalid_utf8") from None
+    raise FrameError("invalid_json")
+
+
+def _looks_like_json(frame: bytes | bytearray | memoryview) -> bool:
+    """Whether a binary frame starts like a JSON object (after optional whitespace)."""
+    head = bytes(frame[:64]).lstrip()
+    return head[:1] == b"{"
+
+
+# ---------------------------------------------------------------------------------------------
+# The parser
+# ---------------------------------------------------------------------------------------------
+
+_PARTICIPANT_EVENTS: Final = {
+    f"participant_events.{a}": f"participant.{a}"
+    for a in ("join", "leave", "update", "speech_on", "speech_off",
+              "webcam_on", "webcam_off", "screenshare_on", "screenshare_off")
+}  # fmt: skip
+
+
+class RecallParser:
+    """Turns the frames of ONE Recall connection into relay events.
+
+    Create one per accepted socket and call :meth:`feed` for each frame, in order. It keeps only
+    what the protocol needs across frames: the legacy header (if any), the last session, and a
+    cache of participants; memory is bounded per connection.
+    """
+
+    __slots__ = ("_session", "_session_key", "_participants", "_legacy", "_legacy_samples")
+
+    def __init__(self) -> None:
+        self._session: SessionRef | None = None
+        self._session_key: tuple[Any, Any, Any] | None = None
+        self._participants: dict[Any, tuple[dict[str, Any], Participant]] = {}
+        self._legacy: tuple[bool, float] | None = None  # (separate_streams, offset) once a header came
+        self._legacy_samples: dict[int | None, int] = {}  # legacy PCM bytes seen per stream, for timing
+
+    @property
+    def session(self) -> SessionRef | None:
+        """The session of the last frame that named one (``None`` before the first)."""
+        return self._session
+
+    @property
+    def legacy(self) -> bool:
+        """Whether this connection speaks the legacy raw-audio protocol (a header was received)."""
+        return self._legacy is not None
+
+    def feed(self, frame: str | bytes | bytearray | memoryview, received_at: datetime | None = None) -> list[EventBase]:
+        """Parse one frame into zero or more events; raise :class:`FrameError` if it is malformed.
+
+        ``received_at`` is when the relay received the frame (UTC; default: now). A failed frame
+        leaves the parser's state as it was, so the connection can go on.
+        """
+        received = received_at if received_at is not None else datetime.now(_UTC)
+        try:
+            if type(frame) is str:
+                return self._json(_loads(frame), received)
+            if isinstance(frame, (bytes, bytearray, memoryview)):
+                return self._binary(frame, received)
+            raise FrameError("invalid_frame_type", type(frame).__name__)
+        except FrameError:
+            raise
+        except Exception as exc:  # a parser bug must cost one frame, not the connection
+            raise FrameError("internal_error", type(exc).__name__) from exc
+
+    # --- JSON frames -----------------------------------------------------------------------------
+
+    def _json(self, obj: Any, received: datetime) -> list[EventBase]:
+        if type(obj) is not dict:
+            raise FrameError("not_an_object")
+        event = obj.get("event")
+        if event is None and "protocol_version" in obj:
+            self._legacy_header(obj)
+            return []
+        name = _str(event, "event")
+        data = _obj(obj.get("data"), "data")
+        key = (data.get("recording"), data.get("bot"), data.get("realtime_endpoint"))
+        session = self._session_of(key, data)
+        inner = data.get("data")
+        handler = self._HANDLERS.get(name)
+        if handler is not None:
+            out = handler(self, name, _obj(inner, "data.data"), session, received)
+        else:
+            out = self._generic(name, inner, session, received)
+        # Only once the frame parsed: a bad frame changes nothing.
+        self._session, self._session_key = session, key
+        return [out]
+
+    def _session_of(self, key: tuple[Any, Any, Any], data: dict[str, Any]) -> SessionRef:
+        # Every frame of a connection repeats the same recording/bot/endpoint: compare the raw
+        # dicts (cheap) and rebuild only when they change.
+        if self._session is not None and key == self._session_key:
+            return self._session
+        return _build_session(data)
+
+    def _participant(self, raw: Any, field: str = "data.data.participant") -> Participant | None:
+        if raw is None:
+            return None
+        if type(raw) is not dict:
+            raise FrameError("invalid_field", field)
+        pid = raw.get("id")
+        cached = self._participants.get(pid) if type(pid) in (int, str) else None
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        participant = _build_participant(raw)
+        if type(pid) in (int, str):
+            if len(self._participants) >= _MAX_CACHED_PARTICIPANTS:
+                self._participants.clear()
+            self._participants[pid] = (raw, participant)
+        return participant
+
+    def _participant_event(
+        self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime
+    ) -> EventBase:
+        type_ = _PARTICIPANT_EVENTS[name]
+        return _validate(ParticipantEvent, {
+            "id": new_event_id(),
+            "source": _RECALL,
+            "type": type_,
+            "session": session,
+            "participant": self._participant(inner.get("participant")),
+            "time": _time(inner.get("timestamp"), received, "data.data.timestamp"),
+            "payload": {"action": type_[12:]},
+        })  # fmt: skip
+
+    def _chat(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventBase:
+        message = _obj(inner.get("data"), "data.data.data")
+        return _validate(ChatMessageEvent, {
+            "id": new_event_id(),
+            "source": _RECALL,
+            "type": "chat.message",
+            "session": session,
+            "participant": self._participant(inner.get("participant")),
+            "time": _time(inner.get("timestamp"), received, "data.data.timestamp"),
+            "payload": {
+                "text": _str(message.get("text"), "data.data.data.text"),
+                "to": _opt_str(message.get("to"), "data.data.data.to"),
+            },
+        })  # fmt: skip
+
+    def _transcript(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventBase:
+        raw_words = inner.get("words")
+        if type(raw_words) is not list:
+            raise FrameError("missing_field" if raw_words is None else "invalid_field", "data.data.words")
+        words: list[dict[str, Any]] = []
+        texts: list[str] = []
+        first_abs: datetime | None = None
+        for raw in raw_words:
+            # The hottest loop of the parser (a transcript has tens of words): the common shape
+            # ({"relative": float}) is read inline; anything else takes the general, checking path.
+            if type(raw) is not dict:
+                raise FrameError("invalid_field", "data.data.words[]")
+            text = raw.get("text")
+            if type(text) is not str:
+                _str(text, "data.data.words[].text")
+            st = raw.get("start_timestamp")
+            if not words:
+                start, first_abs = _word_time(st, "data.data.words[].start_timestamp")
+            elif type(st) is dict and type(start := st.get("relative")) is float and "absolute" not in st:
+                pass
+            else:
+                start, _ = _word_time(st, "data.data.words[].start_timestamp")
+            et = raw.get("end_timestamp")
+            if not (type(et) is dict and type(end := et.get("relative")) is float and "absolute" not in et):
+                end, _ = _word_time(et, "data.data.words[].end_timestamp")
+            words.append({"text": text, "start": start, "end": end})
+            texts.append(text)
+        start = words[0]["start"] if words else None
+        is_final = name == "transcript.data"
+        return _validate(TranscriptEvent, {
+            "id": new_event_id(),
+            "source": _RECALL,
+            "type": "transcript.final" if is_final else "transcript.partial",
+            "session": session,
+            "participant": self._participant(inner.get("participant")),
+            "time": {"received": received, "relative": start, "absolute": first_abs},
+            "payload": {
+                "text": " ".join(texts),
+                "is_final": is_final,
+                "words": words,
+                "start": start,
+                "end": words[-1]["end"] if words else None,
+                "language": _opt_str(inner.get("language"), "data.data.language"),
+            },
+        })  # fmt: skip
+
+    def _audio(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventBase:
+        buffer = inner.get("buffer")
+        size = _base64_len(buffer, "data.data.buffer")
+        separate = name == "audio_separate_raw.data"
+        return _validate(AudioChunkEvent, {
+            "id": new_event_id(),
+            "source": _RECALL,
+            "type": "audio.chunk",
+            "session": session,
+            "participant": self._participant(inner.get("participant")) if separate else None,
+            "time": _time(inner.get("timestamp"), received, "data.data.timestamp"),
+            "payload": {
+                "mix": "separate" if separate else "mixed",
+                "audio": buffer,
+                "bytes": size,
+                "duration_ms": size / PCM_BYTES_PER_MS,
+            },
+        })  # fmt: skip
+
+    def _video(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventBase:
+        buffer = inner.get("buffer")
+        size = _base64_len(buffer, "data.data.buffer")
+        return _validate(VideoFrameEvent, {
+            "id": new_event_id(),
+            "source": _RECALL,
+            "type": "video.frame",
+            "session": session,
+            "participant": self._participant(inner.get("participant")),
+            "time": _time(inner.get("timestamp"), received, "data.data.timestamp"),
+            "payload": {
+                "codec": "png" if name == "video_separate_png.data" else "h264",
+                "stream": _opt_str(inner.get("type"), "data.data.type"),
+                "image": buffer,
+                "bytes": size,
+            },
+        })  # fmt: skip
+
+    def _provider_data(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventBase:
+        return _validate(ProviderDataEvent, {
+            "id": new_event_id(),
+            "source": _RECALL,
+            "type": "transcript.provider_data",
+            "session": session,
+            "time": {"received": received},
+            "payload": {"data": inner},
+        })  # fmt: skip
+
+    def _generic(self, name: str, inner: Any, session: SessionRef, received: datetime) -> EventBase:
+        # Unknown type: pass `data.data` through untouched. Participant and time are taken when
+        # they have the documented shape and ignored otherwise: an unknown event must not fail on
+        # fields whose meaning we cannot know.
+        participant: Participant | None = None
+        time: dict[str, Any] = {"received": received}
+        if type(inner) is dict:
+            try:
+                participant = self._participant(inner.get("participant"))
+            except FrameError:
+                participant = None
+            try:
+                time = _time(inner.get("timestamp"), received, "data.data.timestamp")
+            except FrameError:
+                pass
+        return _validate(GenericEvent, {
+            "id": new_event_id(),
+            "source": _RECALL,
+            "type": "generic",
+            "session": session,
+            "participant": participant,
+            "time": time,
+            "payload": {"provider_type": name, "data": inner},
+        })  # fmt: skip
+
+    _HANDLERS: ClassVar[dict[str, Any]] = {
+        **dict.fromkeys(_PARTICIPANT_EVENTS, _participant_event),
+        "participant_events.chat_message": _chat,
+        "transcript.data": _transcript,
+        "transcript.partial_data": _transcript,
+        "transcript.provider_data": _provider_data,
+        "audio_mixed_raw.data": _audio,
+        "audio_separate_raw.data": _audio,
+        "video_separate_png.data": _video,
+        "video_separate_h264.data": _video,
+    }
+
+    # --- legacy protocol -------------------------------------------------------------------------
+
+    def _legacy_header(self, obj: dict[str, Any]) -> None:
+        version = obj.get("protocol_version")
+        if type(version) is not int:
+            raise FrameError("invalid_field", "protocol_version")
+        if version != 1:
+            raise FrameError("unsupported_protocol", "protocol_version")
+        separate = obj.get("separate_streams", False)
+        if type(separate) is not bool:
+            raise FrameError("invalid_field", "separate_streams")
+        offset = _opt_float(obj.get("offset"), "offset") or 0.0
+        session = _validate(SessionRef, {
+            "id": _str(obj.get("recording_id"), "recording_id"),
+            "bot_id": _str(obj.get("bot_id"), "bot_id"),
+        })  # fmt: skip
+        self._session, self._session_key = session, None
+        self._legacy = (separate, offset)
+        self._legacy_samples = {}
+
+    def _binary(self, frame: bytes | bytearray | memoryview, received: datetime) -> list[EventBase]:
+        if self._legacy is None:
+            if not _looks_like_json(frame):
+                raise FrameError("binary_before_header")
+            return self._json(_loads(frame), received)
+        if frame[:1] == b"{":
+            # A participant id of 123 also starts with "{": try JSON, fall back to media.
+            try:
+                obj = orjson.loads(frame)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                return self._json(obj, received)
+        if frame[8:16] == PNG_MAGIC:
+            return [self._legacy_video(frame, received)]
+        return [self._legacy_audio(frame, received)]
+
+    def _legacy_participant(self, pid: int) -> Participant:
+        cached = self._participants.get(pid)
+        if cached is not None and cached[0] is _LEGACY:
+            return cached[1]
+        participant = Participant(id=str(pid))
+        if len(self._participants) >= _MAX_CACHED_PARTICIPANTS:
+            self._participants.clear()
+        self._participants[pid] = (_LEGACY, participant)
+        return participant
+
+    def _legacy_audio(self, frame: bytes | bytearray | memoryview, received: datetime) -> EventBase:
+        assert self._legacy is not None and self._session is not None
+        separate, offset = self._legacy
+        participant: Participant | None = None
+        pid: int | None = None
+        pcm = memoryview(frame)
+        if separate:
+            if len(frame) < 4:
+                raise FrameError("short_binary_frame", "participant id")
+            (pid,) = _LE_U32.unpack_from(frame)
+            participant = self._legacy_participant(pid)
+            pcm = pcm[4:]
+        # Legacy frames carry no timestamp: a stream's position is the header's offset plus the
+        # audio already received on it.
+        size = len(pcm)
+        seen = self._legacy_samples.get(pid, 0)
+        self._legacy_samples[pid] = seen + size
+        return _validate(AudioChunkEvent, {
+            "id": new_event_id(),
+            "source": _RECALL,
+            "type": "audio.chunk",
+            "session": self._session,
+            "participant": participant,
+            "time": {"received": received, "relative": offset + seen / (PCM_BYTES_PER_MS * 1000)},
+            "payload": {
+                "mix": "separate" if separate else "mixed",
+                "audio": _b64(pcm),
+                "bytes": size,
+                "duration_ms": size / PCM_BYTES_PER_MS,
+            },
+        })  # fmt: skip
+
+    def _legacy_video(self, frame: bytes | bytearray | memoryview, received: datetime) -> EventBase:
+        assert self._session is not None
+        pid, ms = _LE_U32_U32.unpack_from(frame)
+        image = memoryview(frame)[8:]
+        return _validate(VideoFrameEvent, {
+            "id": new_event_id(),
+            "source": _RECALL,
+            "type": "video.frame",
+            "session": self._session,
+            "participant": self._legacy_participant(pid),
+            "time": {"received": received, "relative": ms / 1000},
+            "payload": {"codec": "png", "image": _b64(image), "bytes": len(image)},
+        })  # fmt: skip
+
+
+def _b64(data: memoryview) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
