@@ -44,6 +44,9 @@ class RelayServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.relay.begin_shutdown()
         super().handle_exit(sig, frame)
+        # uvicorn re-raises captured signals once it has stopped, so the process would die by
+        # SIGTERM; a drain that completed is a clean exit (status 0).
+        self._captured_signals.clear()
 
 
 def uvicorn_config(app: Starlette, settings: Settings, *, fd: int | None = None) -> uvicorn.Config:

@@ -1,0 +1,205 @@
+"""The Recall endpoint over real sockets: auth before accept, every frame to Redis, bad input met.
+
+Each test serves a relay on a free port (``start_relay``), connects as a Recall bot would, and
+asserts on what a Redis subscriber receives, on close codes and on the relay's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import httpx
+import orjson
+import pytest
+import websockets
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from relay.providers.recall.auth import sign
+from tests.conftest import RECALL_TOKEN
+
+RECORDING = "rec-2f1c"
+PARTICIPANT = {"id": 100, "name": "Ada Lovelace", "is_host": True, "platform": "desktop", "extra_data": {}, "email": None}
+TS = {"relative": 12.5, "absolute": "2026-11-25T20:00:12.500Z"}
+
+
+def frame(event: str, data: dict) -> str:
+    return orjson.dumps(
+        {
+            "event": event,
+            "data": {
+                "data": data,
+                "realtime_endpoint": {"id": "re-1", "metadata": {"team": "sales"}},
+                "recording": {"id": RECORDING, "metadata": {}},
+                "bot": {"id": "bot-1", "metadata": {}},
+            },
+        }
+    ).decode()
+
+
+def transcript(text: str) -> str:
+    words = [{"text": w, "start_timestamp": {"relative": 1.0}, "end_timestamp": {"relative": 1.2}} for w in text.split()]
+    return frame("transcript.data", {"words": words, "participant": PARTICIPANT})
+
+
+def audio(n_ms: int = 20) -> str:
+    pcm = bytes(32 * n_ms)
+    return frame("audio_mixed_raw.data", {"buffer": base64.b64encode(pcm).decode(), "timestamp": TS})
+
+
+async def open_bot(url: str, **kwargs: object):  # type: ignore[no-untyped-def]
+    return await connect(url, proxy=None, open_timeout=5, **kwargs)
+
+
+async def test_events_reach_redis_in_the_schema_on_their_channels(start_relay, collect) -> None:
+    relay = await start_relay()
+    text = collect("relay:events:recall:*")
+    media = collect("relay:media:recall:*")
+    async with await open_bot(relay.recall_url()) as bot:
+        await bot.send(frame("participant_events.join", {"participant": PARTICIPANT, "timestamp": TS, "data": None}))
+        await bot.send(transcript("hello there"))
+        await bot.send(audio())
+        await bot.send(frame("participant_events.chat_message",
+                             {"participant": PARTICIPANT, "timestamp": TS, "data": {"text": "hi", "to": "everyone"}}))  # fmt: skip
+    events = await text.wait_for(3)
+    assert [e.type for e in events] == ["participant.join", "transcript.final", "chat.message"]
+    assert text.channels[1] == f"relay:events:recall:{RECORDING}:transcript.final"
+    join = events[0]
+    assert join.session.id == RECORDING and join.session.bot_id == "bot-1"
+    assert join.session.metadata == {"team": "sales"}
+    assert join.participant is not None and join.participant.id == "100" and join.participant.is_host
+    assert events[1].payload.text == "hello there"
+    (chunk,) = await media.wait_for(1)
+    assert chunk.type == "audio.chunk" and chunk.payload.duration_ms == 20
+    assert media.channels == [f"relay:media:recall:{RECORDING}:audio.chunk"]
+    await wait_for_metric(relay, "relay_events_published_total", 1, source="recall", type="transcript.final")
+
+
+@pytest.mark.parametrize("path", ["/recall", "/recall/"])
+async def test_both_paths_are_served(start_relay, collect, path: str) -> None:
+    relay = await start_relay()
+    events = collect("relay:events:*")
+    async with await open_bot(relay.recall_url(path=path)) as bot:
+        await bot.send(transcript("ok"))
+    await events.wait_for(1)
+
+
+@pytest.mark.parametrize(
+    ("url_args", "reason"),
+    [
+        ({"token": None}, "missing_token"),
+        ({"token": "wrong-token-0123456789abcd"}, "invalid_token"),
+        ({"token": RECALL_TOKEN[:-1]}, "invalid_token"),
+        ({"token": None, "path": f"/recall/{RECALL_TOKEN}"}, None),
+    ],
+)
+async def test_bad_tokens_are_refused_with_403_before_accept(start_relay, url_args, reason) -> None:
+    relay = await start_relay()
+    with pytest.raises(InvalidStatus) as info:
+        await open_bot(relay.recall_url(**url_args))
+    assert info.value.response.status_code in (403, 404)
+    if reason is not None:
+        assert info.value.response.status_code == 403
+        assert relay.metric("relay_connections_rejected_total", source="recall", reason=reason) == 1
+    assert relay.metric("relay_connections_accepted_total", source="recall") == 0
+
+
+async def test_signature_is_checked_when_required(start_relay, collect) -> None:
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+    relay = await start_relay(recall={"signing_secrets": [secret], "require_signature": True})
+    with pytest.raises(InvalidStatus) as info:
+        await open_bot(relay.recall_url())
+    assert info.value.response.status_code == 403
+    assert relay.metric("relay_connections_rejected_total", source="recall", reason="missing_signature") == 1
+    import time
+
+    headers = sign(secret, "msg_1", int(time.time()))
+    events = collect("relay:events:*")
+    async with await open_bot(relay.recall_url(), additional_headers=headers) as bot:
+        await bot.send(transcript("signed"))
+    await events.wait_for(1)
+    stale = sign(secret, "msg_2", int(time.time()) - 3600)
+    with pytest.raises(InvalidStatus):
+        await open_bot(relay.recall_url(), additional_headers=stale)
+    assert relay.metric("relay_connections_rejected_total", source="recall", reason="stale_signature") == 1
+
+
+async def test_bad_frames_are_counted_and_do_not_cost_what_came_before_or_after(start_relay, collect) -> None:
+    relay = await start_relay()
+    events = collect("relay:events:*")
+    async with await open_bot(relay.recall_url()) as bot:
+        await bot.send(transcript("before"))
+        await bot.send("{not json")
+        await bot.send('["an", "array"]')
+        await bot.send(frame("transcript.data", {"words": "not a list", "participant": PARTICIPANT}))
+        await bot.send(transcript("after"))
+        await bot.send(frame("brand_new.event", {"x": 1}))
+    got = await events.wait_for(3)
+    assert [e.type for e in got] == ["transcript.final", "transcript.final", "generic"]
+    assert [e.payload.text for e in got[:2]] == ["before", "after"]
+    assert got[2].payload.provider_type == "brand_new.event"
+    rejected = sum(
+        relay.metric("relay_frames_rejected_total", source="recall", reason=r)
+        for r in ("invalid_json", "not_an_object", "invalid_field", "missing_field")
+    )
+    assert rejected == 3
+
+
+async def test_oversize_frame_closes_1009_and_keeps_earlier_events(start_relay, collect) -> None:
+    relay = await start_relay(recall={"max_frame_bytes": 4096})
+    events = collect("relay:events:*")
+    bot = await open_bot(relay.recall_url(), max_size=None)
+    await bot.send(transcript("kept"))
+    await bot.send("x" * 5000)
+    with pytest.raises(ConnectionClosed):
+        for _ in range(100):
+            await bot.recv()
+    assert bot.close_code == 1009
+    (event,) = await events.wait_for(1)
+    assert event.payload.text == "kept"
+    await wait_for_metric(relay, "relay_frames_rejected_total", 1, source="recall", reason="oversize")
+
+
+async def wait_for_metric(relay, name: str, value: float, **labels: str) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(5):
+        while relay.metric(name, **labels) < value:
+            await asyncio.sleep(0.01)
+
+
+async def test_connections_beyond_the_cap_get_503(start_relay) -> None:
+    relay = await start_relay(recall={"max_connections": 2})
+    first, second = await open_bot(relay.recall_url()), await open_bot(relay.recall_url())
+    with pytest.raises(InvalidStatus) as info:
+        await open_bot(relay.recall_url())
+    assert info.value.response.status_code == 503
+    assert relay.metric("relay_connections_rejected_total", source="recall", reason="over_capacity") == 1
+    assert relay.metric("relay_connections_open", source="recall") == 2
+    await first.close()
+    await wait_for_metric_below(relay, "relay_connections_open", 2, source="recall")
+    async with await open_bot(relay.recall_url()):
+        pass
+    await second.close()
+
+
+async def wait_for_metric_below(relay, name: str, value: float, **labels: str) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(5):
+        while relay.metric(name, **labels) >= value:
+            await asyncio.sleep(0.01)
+
+
+async def test_ops_endpoints(start_relay, redis_server) -> None:
+    relay = await start_relay()
+    async with httpx.AsyncClient(base_url=relay.http_url) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        assert (await http.get("/readyz")).status_code == 200
+        metrics = (await http.get("/metrics")).text
+        for name in ("relay_connections_open", "relay_events_published_total", "relay_publish_latency_seconds",
+                     "relay_queue_depth", "relay_events_dropped_total", "relay_redis_errors_total",
+                     "relay_connections_rejected_total"):  # fmt: skip
+            assert f"# HELP {name} " in metrics
+        redis_server.stop()
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["redis"] == "unavailable"
+        assert (await http.get("/healthz")).status_code == 200
+    redis_server.start()
