@@ -151,8 +151,11 @@ def test_base64_check_agrees_with_strict_decoding(data: bytes) -> None:
 @SETTINGS
 @given(st.text(alphabet="ABCDab01+/=-_ \né", max_size=16))
 def test_base64_check_accepts_exactly_what_strict_decoding_accepts(buffer: str) -> None:
+    # binascii's strict mode still tolerates surplus "=" after a full quantum ("0000="); RFC 4648
+    # (and the parser) want a length that is a multiple of 4.
     try:
-        expected: int | None = len(binascii.a2b_base64(buffer.encode(), strict_mode=True))
+        decoded = binascii.a2b_base64(buffer.encode(), strict_mode=True)
+        expected: int | None = len(decoded) if len(buffer) % 4 == 0 else None
     except (binascii.Error, UnicodeError):
         expected = None
     frame = frames.audio_mixed(BOT, b"", 1.0)
