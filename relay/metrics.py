@@ -107,5 +107,40 @@ class RelayMetrics:
             registry=r,
         )
 
+        # --- ASAPP bridge (connects/errors/gaps use upstream_* with provider="asapp") -------------
+        self.asapp_streams_open = Gauge(
+            "relay_asapp_streams_open", "ASAPP speaker streams with an open, started socket.", registry=r
+        )
+        self.asapp_audio_sent_seconds = Counter(
+            "relay_asapp_audio_sent_seconds_total", "Seconds of 8 kHz audio sent to ASAPP (replays included).", registry=r
+        )
+        self.asapp_audio_buffered_bytes = Gauge(
+            "relay_asapp_audio_buffered_bytes", "Audio held by ASAPP streams: unsent, or sent and not yet confirmed.", registry=r
+        )
+        self.asapp_audio_dropped_bytes = Counter(
+            "relay_asapp_audio_dropped_bytes_total",
+            "Audio (8 kHz bytes) never transcribed, by reason: buffer_full, replay_window, stream_stopped, final_timeout.",
+            ["reason"],
+            registry=r,
+        )
+        self.asapp_audio_replayed_bytes = Counter(
+            "relay_asapp_audio_replayed_bytes_total", "Unconfirmed audio sent again on a new stream after a failure.", registry=r
+        )
+        self.asapp_transcripts = Counter(
+            "relay_asapp_transcripts_total", "Final transcripts received from ASAPP.", registry=r
+        )
+        self.asapp_streams_finished = Counter(
+            "relay_asapp_streams_finished_total",
+            "ASAPP sockets ended, by reason: finish, idle, rollover, transient, permanent.",
+            ["reason"],
+            registry=r,
+        )
+        self.asapp_summary_audio_seconds = Counter(
+            "relay_asapp_summary_audio_seconds_total", "Audio duration ASAPP reported in finalResponse summaries.", registry=r
+        )
+        self.asapp_summary_transcripts = Counter(
+            "relay_asapp_summary_transcripts_total", "Transcript counts ASAPP reported in finalResponse summaries.", registry=r
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -30,7 +30,9 @@ class Downsampler:
     """
 
     def __init__(self, quality: str = "HQ") -> None:
-        self._stream = soxr.ResampleStream(IN_RATE, OUT_RATE, 1, dtype="int16", quality=quality)
+        # float32 inside, rounded to int16 here: soxr's own int16 output is dithered (random), and the
+        # output must be deterministic so tests can prove byte-exact delivery.
+        self._stream = soxr.ResampleStream(IN_RATE, OUT_RATE, 1, dtype="float32", quality=quality)
         self._odd = b""
         self.bytes_in = 0
 
@@ -44,14 +46,17 @@ class Downsampler:
         if not pcm:
             return b""
         self.bytes_in += len(pcm)
-        samples = np.frombuffer(pcm, dtype="<i2")
-        return self._stream.resample_chunk(samples).astype("<i2", copy=False).tobytes()
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+        return _to_pcm(self._stream.resample_chunk(samples))
 
     def flush(self) -> bytes:
         """The filter's remaining output; call once at the end of the stream."""
         self._odd = b""
-        out = self._stream.resample_chunk(np.zeros(0, dtype="<i2"), last=True)
-        return out.astype("<i2", copy=False).tobytes()
+        return _to_pcm(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+
+
+def _to_pcm(samples: np.ndarray) -> bytes:
+    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
 
 
 def frame_length(available: int, *, max_bytes: int, min_bytes: int = 20 * OUT_BYTES_PER_MS, final: bool = False) -> int:

@@ -1,0 +1,663 @@
+"""One speaker's ASAPP AutoTranscribe stream: Recall audio in, transcripts out, across reconnects.
+
+Audio path::
+
+    feed(16 kHz) ─▶ Downsampler ─▶ buffer (global byte offsets) ─▶ paced frames ─▶ socket n
+                                      ▲                                          │
+                                      └──── confirmed offset ◀── transcripts ◀───┘
+
+The stream's audio is one sequence of 8 kHz bytes with *global* offsets that never restart. A
+socket (:class:`_Conn`) carries a contiguous part of it; ASAPP's transcripts say (in ms of that
+socket's audio) how far it has transcribed, which *confirms* the audio up to there. Audio is kept
+until confirmed, so when a socket fails the next one (new URL, new ``startStream``) starts from the
+confirmed offset: nothing is lost and nothing already transcribed is sent twice. The buffer is
+bounded by ``buffer_max_ms``; beyond it the oldest audio goes, counted by reason.
+
+Every socket starts with ``POST /autotranscribe/v1/streaming-url`` (URLs are single-use and expire),
+then ``startStream`` and waits for ``startResponse`` 1000. Failures to get there are retried with
+:class:`~relay.backoff.Backoff` (``Retry-After`` honoured) unless they are permanent, which stops
+this stream only (an ``stream.error`` event says so). After ``idle_finish_s`` without audio the
+socket is finished cleanly (ASAPP would end it with 4083) and a new one opens when audio returns;
+after ``rollover_after_s`` a new socket is opened first and the old one finished, so the 3 h limit
+never cuts a speaker off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import time
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Literal
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from relay.backoff import Backoff
+from relay.metrics import RelayMetrics
+from relay.providers.asapp.config import AsappSettings
+from relay.providers.asapp.parse import (
+    AsappMessageError,
+    ErrorKind,
+    FinalResponse,
+    StartResponse,
+    StatusMessage,
+    TranscriptMessage,
+    classify,
+    error_event,
+    parse_message,
+    summary_event,
+    transcript_event,
+)
+from relay.providers.asapp.resample import OUT_BYTES_PER_MS, Downsampler, frame_length
+from relay.providers.asapp.timeline import AudioTimeline
+from relay.publish import EventPublisher
+from relay.schema import EventBase, Participant, SessionRef
+
+log = logging.getLogger("relay.asapp")
+
+PROVIDER = "asapp"
+URL_PATH = "/autotranscribe/v1/streaming-url"
+#: ASAPP's shortest frame: 20 ms of 8 kHz audio.
+MIN_FRAME_BYTES = 20 * OUT_BYTES_PER_MS
+#: The ``target`` label of ``relay_upstream_connected`` for ASAPP sockets (a bounded value).
+TARGET = "autotranscribe"
+
+
+class StreamState(StrEnum):
+    WAITING = "waiting"  # no socket: no audio yet, or idle
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    STOPPED = "stopped"  # a permanent error: this speaker is not transcribed any more
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerStream:
+    """Who a stream transcribes: the Recall meeting, the participant and their ASAPP role."""
+
+    conversation_id: str
+    speaker_id: str
+    role: Literal["agent", "customer"]
+    session: SessionRef
+    participant: Participant
+
+
+class _Failure(Exception):
+    """Getting or keeping a socket failed; ``reason`` is a bounded metric label."""
+
+    def __init__(self, reason: str, code: str, message: str, *, permanent: bool, retry_after: float | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.reason = reason
+        self.code = code
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+@dataclass(eq=False)
+class _Conn:
+    """One started socket and what it has carried."""
+
+    ws: ClientConnection
+    stream_id: str | None
+    started_at: float
+    last_send: float
+    #: (socket offset, global offset) at each discontinuity of the audio sent on this socket.
+    segments: list[tuple[int, int]] = field(default_factory=list)
+    bytes_sent: int = 0
+    #: Global offset after the last byte sent, and up to which the server confirmed.
+    sent_end: int = 0
+    acked: int = 0
+    failure: _Failure | None = None
+    kind: ErrorKind | None = None
+    final: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    reader: asyncio.Task[None] | None = None
+
+    def record(self, global_offset: int, n: int) -> None:
+        if not self.segments:
+            self.acked = global_offset
+        if not self.segments or self.sent_end != global_offset:
+            self.segments.append((self.bytes_sent, global_offset))
+        self.bytes_sent += n
+        self.sent_end = global_offset + n
+
+    def to_global(self, socket_offset: int) -> int | None:
+        i = bisect_right(self.segments, (socket_offset, float("inf"))) - 1
+        if i < 0:
+            return None
+        conn_off, global_off = self.segments[i]
+        return global_off + socket_offset - conn_off
+
+
+class AsappStream:
+    """One speaker's transcription; create, :meth:`start`, :meth:`feed` audio, :meth:`finish` or :meth:`aclose`.
+
+    :meth:`feed` and :meth:`finish` are synchronous and never block or raise, so the Recall ingress
+    can call them on its socket's task; the work happens on the stream's own task.
+    """
+
+    def __init__(
+        self,
+        speaker: SpeakerStream,
+        *,
+        settings: AsappSettings,
+        client: httpx.AsyncClient,
+        publisher: EventPublisher,
+        metrics: RelayMetrics,
+    ) -> None:
+        self.speaker = speaker
+        self._settings = settings
+        self._client = client
+        self._publisher = publisher
+        self._metrics = metrics
+        self._participant = speaker.participant.model_copy(update={"role": speaker.role})
+        self._session = speaker.session
+        self._resampler = Downsampler()
+        self._timeline = AudioTimeline()
+        self._backoff = Backoff(settings.backoff_initial_s, max(settings.backoff_max_s, settings.backoff_initial_s))
+        self._buf = bytearray()
+        self._buf_start = 0  # global offset of _buf[0]
+        self._sent = 0  # global offset of the next byte to send
+        self._in_offset = 0  # global offset of the next input sample (input time, not resampler output)
+        self._reported_buffer = 0
+        self._last_feed = time.monotonic()
+        self._wake = asyncio.Event()
+        self._finish_requested = False
+        self._flushed = False
+        self._down_since: float | None = None
+        self._conns: set[_Conn] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.state = StreamState.WAITING
+        self.bytes_fed = 0  # 16 kHz bytes given to feed()
+        self.bytes_dropped = 0  # 8 kHz bytes never transcribed
+        self.sockets_opened = 0
+
+    # --- the ingress side (synchronous, never raises) ------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"asapp-stream {self.speaker.speaker_id}")
+
+    @property
+    def closed(self) -> bool:
+        return self.state in (StreamState.STOPPED, StreamState.CLOSED) or self._finish_requested
+
+    def feed(self, pcm16k: bytes, relative: float | None = None) -> None:
+        """Queue Recall audio (16 kHz S16LE) recorded at ``relative`` seconds into the meeting."""
+        if not pcm16k:
+            return
+        if self.closed:
+            self._drop(len(pcm16k) // 2, "stream_stopped")
+            return
+        self.bytes_fed += len(pcm16k)
+        if relative is not None:
+            self._timeline.add(self._in_offset, relative)
+        self._in_offset += len(pcm16k) // 2
+        self._append(self._resampler.process(pcm16k))
+        self._last_feed = time.monotonic()
+
+    def finish(self) -> None:
+        """Send what is buffered, then ``finishStream`` and wait for ``finalResponse``; then the task ends."""
+        self._finish_requested = True
+        self._wake.set()
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the stream's task has ended (at once if it never started)."""
+        if self._task is None:
+            callback()
+        else:
+            self._task.add_done_callback(lambda _task: callback())
+
+    async def wait_closed(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def aclose(self, timeout: float) -> None:
+        """:meth:`finish`, wait up to ``timeout`` seconds, then cut the stream off."""
+        self.finish()
+        if self._task is None:
+            self.state = StreamState.CLOSED
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._task)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # --- buffer ----------------------------------------------------------------------------
+
+    @property
+    def _end(self) -> int:
+        return self._buf_start + len(self._buf)
+
+    def _append(self, audio: bytes) -> None:
+        if not audio:
+            return
+        self._buf.extend(audio)
+        limit = self._settings.buffer_max_ms * OUT_BYTES_PER_MS
+        excess = len(self._buf) - limit
+        if excess > 0:
+            cut = self._buf_start + excess + excess % 2
+            if cut > self._sent:
+                self._drop(cut - self._sent, "buffer_full")
+                self._sent = cut
+            del self._buf[: cut - self._buf_start]
+            self._buf_start = cut
+        self._report_buffer()
+        self._wake.set()
+
+    def _confirm(self, offset: int) -> None:
+        """Audio before ``offset`` is transcribed: forget it."""
+        if offset > self._buf_start:
+            cut = min(offset, self._sent)
+            del self._buf[: cut - self._buf_start]
+            self._buf_start = cut
+            self._timeline.forget_before(cut)
+            self._report_buffer()
+
+    def _drop(self, n: int, reason: str) -> None:
+        if n > 0:
+            self.bytes_dropped += n
+            self._metrics.asapp_audio_dropped_bytes.labels(reason).inc(n)
+
+    def _report_buffer(self) -> None:
+        self._metrics.asapp_audio_buffered_bytes.inc(len(self._buf) - self._reported_buffer)
+        self._reported_buffer = len(self._buf)
+
+    def _flush_resampler(self) -> None:
+        if not self._flushed:
+            self._flushed = True
+            self._append(self._resampler.flush())
+
+    # --- the stream's task -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        conn: _Conn | None = None
+        try:
+            while True:
+                if conn is None:
+                    if not await self._wait_for_audio():
+                        return
+                    conn = await self._connect()
+                    if conn is None:
+                        return
+                outcome = await self._pump(conn)
+                if outcome == "rollover":
+                    new = await self._connect()
+                    await self._finish_conn(conn, "rollover")
+                    conn = new
+                    if conn is None:
+                        return
+                elif outcome in ("finish", "idle"):
+                    await self._finish_conn(conn, outcome)
+                    conn = None
+                else:
+                    failed, conn = conn, None
+                    if not await self._on_failure(failed):
+                        return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not take the relay down; this speaker stops
+            log.exception("asapp stream %s failed unexpectedly", self.speaker.speaker_id)
+            self._metrics.upstream_errors.labels(PROVIDER, "internal").inc()
+        finally:
+            for c in list(self._conns):
+                await self._close_conn(c)
+            self._drop(self._end - self._sent, "stream_stopped")
+            self._buf.clear()
+            self._report_buffer()
+            if self.state != StreamState.STOPPED:
+                self.state = StreamState.CLOSED
+
+    async def _wait_for_audio(self) -> bool:
+        """Wait until there is audio to send (True) or the stream is finished with nothing left (False)."""
+        self.state = StreamState.WAITING
+        while True:
+            self._wake.clear()
+            if self._finish_requested:
+                self._flush_resampler()
+            unsent = self._end - self._sent
+            # A tail under one minimum frame (20 ms) waits for more speech rather than opening a socket.
+            if unsent >= MIN_FRAME_BYTES or (self._finish_requested and unsent > 0):
+                return True
+            if self._finish_requested:
+                return False
+            await self._wake.wait()
+
+    async def _pump(self, conn: _Conn) -> Literal["finish", "idle", "rollover", "failed"]:
+        """Send audio on ``conn``, paced, until it fails, idles, must roll over, or all is sent at finish."""
+        s = self._settings
+        speed = s.pace_speed
+        max_bytes = s.chunk_ms * OUT_BYTES_PER_MS
+        gather_s = s.chunk_ms / 1000 / speed
+        rollover_at = conn.started_at + s.rollover_after_s
+        self.state = StreamState.STREAMING
+        while True:
+            self._wake.clear()
+            if conn.failure is not None:
+                return "failed"
+            now = time.monotonic()
+            if now >= rollover_at:
+                return "rollover"
+            if self._finish_requested:
+                self._flush_resampler()
+            available = self._end - self._sent
+            # Full frames while audio flows; a short one once the speaker paused (lower latency).
+            stale = now - self._last_feed >= gather_s
+            min_bytes = MIN_FRAME_BYTES if stale or self._finish_requested else max_bytes
+            n = frame_length(available, max_bytes=max_bytes, min_bytes=min_bytes, final=self._finish_requested)
+            if n == 0:
+                if self._finish_requested and available == 0:
+                    return "finish"
+                idle_at = conn.last_send + s.idle_finish_s
+                if now >= idle_at:
+                    return "idle"
+                wait = min(idle_at, rollover_at) - now
+                if available and not stale:
+                    wait = min(wait, self._last_feed + gather_s - now)
+                await self._sleep_or_wake(wait)
+                continue
+            # Pacing: the socket's audio may lead real time by at most pace_lead_ms.
+            ahead_ms = (conn.bytes_sent + n) / OUT_BYTES_PER_MS - (now - conn.started_at) * 1000 * speed
+            if ahead_ms > s.pace_lead_ms:
+                await self._sleep_or_wake((ahead_ms - s.pace_lead_ms) / 1000 / speed)
+                continue
+            start = self._sent - self._buf_start
+            frame = bytes(self._buf[start : start + n])
+            conn.record(self._sent, n)
+            try:
+                await conn.ws.send(frame)
+            except ConnectionClosed:
+                conn.failure = conn.failure or _Failure("closed", "closed", "socket closed while sending", permanent=False)
+                conn.kind = conn.kind or ErrorKind.TRANSIENT
+                return "failed"
+            self._sent += n
+            conn.last_send = time.monotonic()
+            self._metrics.asapp_audio_sent_seconds.inc(n / (OUT_BYTES_PER_MS * 1000))
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    # --- sockets ---------------------------------------------------------------------------------
+
+    async def _connect(self) -> _Conn | None:
+        """A started socket, retrying transient failures; None when the stream stopped."""
+        self.state = StreamState.CONNECTING
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        while True:
+            try:
+                conn = await self._open()
+            except _Failure as failure:
+                self._metrics.upstream_errors.labels(PROVIDER, failure.reason).inc()
+                if failure.permanent:
+                    await self._stop(failure)
+                    return None
+                delay = self._backoff.next_delay()
+                if failure.retry_after is not None:
+                    delay = max(delay, min(failure.retry_after, self._settings.retry_after_max_s))
+                log.warning("asapp stream %s: %s (%s); retrying in %.2f s",
+                            self.speaker.speaker_id, failure.reason, failure.code, delay)  # fmt: skip
+                self._metrics.upstream_reconnects.labels(PROVIDER).inc()
+                await asyncio.sleep(delay)
+                continue
+            self._metrics.upstream_connects.labels(PROVIDER).inc()
+            self._metrics.upstream_gap_seconds.labels(PROVIDER).observe(time.monotonic() - self._down_since)
+            self._down_since = None
+            return conn
+
+    async def _open(self) -> _Conn:
+        s = self._settings
+        assert s.api_id is not None and s.api_secret is not None, "checked by AsappSettings when enabled"
+        headers = {"asapp-api-id": s.api_id.get_secret_value(), "asapp-api-secret": s.api_secret.get_secret_value()}
+        try:
+            response = await self._client.post(
+                s.base_url + URL_PATH, json={"externalId": self.speaker.conversation_id}, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise _Failure("url_network", "network", type(exc).__name__, permanent=False) from None
+        if response.status_code != 200:
+            raise _url_failure(response)
+        try:
+            url = orjson.loads(response.content)["streamingUrl"]
+            if not isinstance(url, str) or not url.startswith(("wss://", "ws://")):
+                raise ValueError
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise _Failure("url_malformed", "malformed", "streaming-url answer has no streamingUrl", permanent=False) from None
+        try:
+            ws = await connect(url, proxy=None, open_timeout=s.connect_timeout_s, max_size=1 << 20)
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            raise _Failure("connect", "connect", type(exc).__name__, permanent=False) from None
+        self.sockets_opened += 1
+        try:
+            start_response = await self._start(ws)
+        except BaseException:
+            await ws.close()
+            raise
+        now = time.monotonic()
+        conn = _Conn(ws=ws, stream_id=start_response.stream_id, started_at=now, last_send=now)
+        self._session = self.speaker.session.model_copy(
+            update={"stream_id": start_response.stream_id, "stream_name": f"asapp:{self.speaker.speaker_id}"}
+        )
+        self._conns.add(conn)
+        self._metrics.upstream_connected.labels(PROVIDER, TARGET).inc()
+        self._metrics.asapp_streams_open.inc()
+        conn.reader = asyncio.create_task(self._read(conn), name=f"asapp-read {self.speaker.speaker_id}")
+        return conn
+
+    async def _start(self, ws: ClientConnection) -> StartResponse:
+        s = self._settings
+        start = {
+            "message": "startStream",
+            "sender": {"role": self.speaker.role, "externalId": self.speaker.speaker_id},
+            "language": s.language,
+            "samplingRate": 8000,
+            "encoding": "L16",
+            "smartFormatting": s.smart_formatting,
+            "detailedToken": False,
+            "audioRecordingAllowed": False,
+            "redactionOutput": s.redaction_output,
+        }
+        try:
+            await ws.send(orjson.dumps(start).decode())
+            async with asyncio.timeout(s.start_timeout_s):
+                while True:
+                    frame = await ws.recv()
+                    try:
+                        msg = parse_message(frame)
+                    except AsappMessageError as exc:
+                        self._count_malformed(exc)
+                        continue
+                    if isinstance(msg, StartResponse) and msg.ok:
+                        return msg
+                    if isinstance(msg, (StartResponse, StatusMessage)):
+                        kind = classify(msg.code)
+                        raise _Failure(f"status_{kind.value}", msg.code, msg.description, permanent=kind is ErrorKind.PERMANENT)
+        except TimeoutError:
+            raise _Failure("start_timeout", "timeout", "no startResponse", permanent=False) from None
+        except ConnectionClosed:
+            raise _Failure("closed", "closed", "socket closed before startResponse", permanent=False) from None
+
+    async def _read(self, conn: _Conn) -> None:
+        """The socket's receive loop: transcripts, the final response, errors."""
+        try:
+            async for frame in conn.ws:
+                try:
+                    msg = parse_message(frame)
+                except AsappMessageError as exc:
+                    self._count_malformed(exc)
+                    continue
+                if isinstance(msg, TranscriptMessage):
+                    await self._on_transcript(conn, msg)
+                elif isinstance(msg, FinalResponse):
+                    conn.acked = conn.sent_end
+                    self._metrics.asapp_summary_transcripts.inc(msg.transcripts or 0)
+                    self._metrics.asapp_summary_audio_seconds.inc((msg.audio_duration_ms or 0) / 1000)
+                    await self._publish(summary_event(msg, session=self._session, participant=self._participant, received=_now()))
+                    conn.final.set()  # after publishing: the finishing side may close this reader next
+                    self._wake.set()
+                elif isinstance(msg, (StatusMessage, StartResponse)) and not msg.code == "1000":
+                    kind = classify(msg.code)
+                    if conn.failure is None:
+                        conn.failure = _Failure(f"status_{kind.value}", msg.code, msg.description,
+                                                permanent=kind is ErrorKind.PERMANENT)  # fmt: skip
+                        conn.kind = kind
+                    self._wake.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            if conn.failure is None and not conn.final.is_set():
+                conn.failure = _Failure("closed", "closed", "socket closed", permanent=False)
+                conn.kind = ErrorKind.TRANSIENT
+            conn.done.set()
+            self._wake.set()
+
+    async def _on_transcript(self, conn: _Conn, msg: TranscriptMessage) -> None:
+        start_at = conn.to_global(msg.start_ms * OUT_BYTES_PER_MS)
+        end_at = conn.to_global(msg.end_ms * OUT_BYTES_PER_MS)
+        if end_at is not None:
+            conn.acked = max(conn.acked, min(end_at, conn.sent_end))
+            self._confirm(conn.acked)
+            self._backoff.reset()  # the socket works: a later failure retries fast again
+        self._metrics.asapp_transcripts.inc()
+        event = transcript_event(
+            msg,
+            session=self._session,
+            participant=self._participant,
+            start=self._timeline.at(start_at) if start_at is not None else None,
+            end=self._timeline.at(end_at) if end_at is not None else None,
+            language=self._settings.language,
+            received=_now(),
+        )
+        await self._publish(event)
+
+    async def _finish_conn(self, conn: _Conn, reason: str) -> None:
+        """Finish a socket cleanly; whatever it did not confirm is sent again on the next one."""
+        with contextlib.suppress(ConnectionClosed):
+            await conn.ws.send('{"message": "finishStream"}')
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.final_timeout_s):
+                while not (conn.final.is_set() or conn.done.is_set()):
+                    self._wake.clear()
+                    await self._wake.wait()
+        if conn.final.is_set():
+            self._metrics.asapp_streams_finished.labels(reason).inc()
+            self._confirm(conn.sent_end)
+        else:
+            self._metrics.upstream_errors.labels(PROVIDER, "final_timeout" if not conn.done.is_set() else "final_missing").inc()
+            self._rewind(conn)
+        await self._close_conn(conn)
+
+    async def _on_failure(self, conn: _Conn) -> bool:
+        """A socket failed mid-stream; returns False when the stream must stop (permanent)."""
+        failure = conn.failure or _Failure("closed", "closed", "socket closed", permanent=False)
+        kind = conn.kind or ErrorKind.TRANSIENT
+        await self._close_conn(conn)
+        self._metrics.upstream_errors.labels(PROVIDER, failure.reason).inc()
+        if failure.permanent:
+            self._metrics.asapp_streams_finished.labels("permanent").inc()
+            await self._stop(failure)
+            return False
+        self._metrics.asapp_streams_finished.labels("idle" if kind is ErrorKind.IDLE else "transient").inc()
+        self._rewind(conn)
+        log.warning("asapp stream %s: socket ended (%s %s); reconnecting from offset %d",
+                    self.speaker.speaker_id, failure.code, failure.message[:100], self._sent)  # fmt: skip
+        await self._publish(error_event(failure.code, failure.message, permanent=False,
+                                        session=self._session, participant=self._participant, received=_now()))  # fmt: skip
+        if kind in (ErrorKind.TRANSIENT, ErrorKind.TOO_FAST):
+            self._metrics.upstream_reconnects.labels(PROVIDER).inc()
+            await asyncio.sleep(self._backoff.next_delay())
+        return True
+
+    def _rewind(self, conn: _Conn) -> None:
+        """Send again, on the next socket, what ``conn`` carried but ASAPP did not confirm."""
+        if not conn.segments:
+            return
+        resume = conn.acked
+        if resume < self._buf_start:
+            self._drop(self._buf_start - resume, "replay_window")
+            resume = self._buf_start
+        if resume < self._sent:
+            self._metrics.asapp_audio_replayed_bytes.inc(self._sent - resume)
+            self._sent = resume
+
+    async def _close_conn(self, conn: _Conn) -> None:
+        if conn not in self._conns:
+            return
+        self._conns.discard(conn)
+        self._metrics.upstream_connected.labels(PROVIDER, TARGET).dec()
+        self._metrics.asapp_streams_open.dec()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.ws.close(), 2.0)
+        if conn.reader is not None and not conn.reader.done():
+            conn.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await conn.reader
+
+    async def _stop(self, failure: _Failure) -> None:
+        self.state = StreamState.STOPPED
+        log.error("asapp stream %s stopped: %s %s (permanent)", self.speaker.speaker_id, failure.code, failure.message[:200])
+        await self._publish(error_event(failure.code, failure.message, permanent=True,
+                                        session=self._session, participant=self._participant, received=_now()))  # fmt: skip
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    async def _publish(self, event: EventBase) -> None:
+        await self._publisher.publish(event)
+
+    def _count_malformed(self, exc: AsappMessageError) -> None:
+        self._metrics.frames_rejected.labels(PROVIDER, exc.reason).inc()
+        log.warning("asapp stream %s: malformed server message (%s)", self.speaker.speaker_id, exc)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _url_failure(response: httpx.Response) -> _Failure:
+    status = response.status_code
+    message = f"streaming-url answered {status}"
+    try:
+        error = orjson.loads(response.content).get("error", {})
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            message = f"{message}: {error['message'][:200]}"
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    if status == 429 or status >= 500:
+        reason = "url_http_429" if status == 429 else "url_http_5xx"
+        return _Failure(reason, f"http_{status}", message, permanent=False, retry_after=_retry_after(response))
+    return _Failure("url_http_4xx", f"http_{status}", message, permanent=True)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` as seconds (either form: delta-seconds or an HTTP date), or None."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - _now()).total_seconds())
