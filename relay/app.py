@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from relay.metrics import CONTENT_TYPE_LATEST, RelayMetrics
 from relay.observe import RecallObserver
+from relay.providers.asapp.bridge import AsappBridge
 from relay.providers.recall.auth import SignatureVerifier, TokenVerifier
 from relay.providers.recall.ingress import RecallIngress
 from relay.publish import ChannelScheme, EventPublisher, PublisherConfig
@@ -88,6 +89,11 @@ def create_app(settings: Settings) -> Starlette:
     components: list[Component] = []
     observers: list[RecallObserver] = []
     extra_routes: list[BaseRoute] = []
+
+    if settings.asapp.enabled:
+        asapp = AsappBridge(settings.asapp, publisher, metrics)
+        components.append(asapp)
+        observers.append(asapp)
 
     recall = settings.recall
     signatures = None

@@ -61,7 +61,7 @@ class AsappBridge:
         self._closing = True
         streams = [s for m in self._meetings.values() for s in m.streams.values()] + list(self._finishing)
         self._meetings.clear()
-        limit = timeout if timeout is not None else self._settings.final_timeout_s + 5
+        limit = timeout if timeout is not None else self._settings.final_timeout_s
         await asyncio.gather(*(s.aclose(limit) for s in streams), return_exceptions=True)
         self._finishing.clear()
         if self._client is not None:

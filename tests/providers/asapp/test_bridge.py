@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
@@ -22,7 +21,6 @@ from relay.metrics import RelayMetrics
 from relay.providers.asapp.bridge import AsappBridge
 from relay.providers.asapp.config import AsappSettings
 from relay.providers.asapp.emulator import AsappEmulator
-from relay.providers.asapp.resample import Downsampler
 from relay.providers.asapp.stream import StreamState
 from relay.publish import ChannelScheme, EventPublisher, PublisherConfig
 from relay.schema import (
@@ -38,31 +36,12 @@ from relay.schema import (
     StreamSummaryEvent,
     TranscriptEvent,
 )
+from tests.providers.asapp.helpers import chunks, expected_8k, speech
 
 SESSION = SessionRef(id="rec_42", bot_id="bot_42", metadata={"asapp": "true"})
 ALICE = Participant(id="100", name="Alice", is_host=True)
 BOB = Participant(id="200", name="Bob", is_host=False)
-CHUNK = 640  # 20 ms of 16 kHz audio, as Recall sends it
 MEETING_START = 100.0  # the speakers' first audio is 100 s into the recording
-
-
-def speech(seed: int, seconds: float) -> bytes:
-    """Deterministic, speaker-specific 16 kHz audio."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * 16_000)
-    t = np.arange(n) / 16_000
-    signal = 6000 * np.sin(2 * np.pi * (300 + 50 * seed) * t) + rng.normal(0, 1500, n)
-    return signal.astype("<i2").tobytes()
-
-
-def chunks(pcm: bytes) -> list[bytes]:
-    return [pcm[i : i + CHUNK] for i in range(0, len(pcm), CHUNK)]
-
-
-def expected_8k(pcm: bytes) -> bytes:
-    """What the bridge must deliver for ``pcm`` fed in CHUNK-sized buffers."""
-    ds = Downsampler()
-    return b"".join(ds.process(c) for c in chunks(pcm)) + ds.flush()
 
 
 def audio_event(participant: Participant | None, pcm: bytes, relative: float, session: SessionRef = SESSION) -> AudioChunkEvent:
@@ -243,9 +222,8 @@ async def test_idle_speaker_is_finished_then_reopened(asapp_emulator: AsappEmula
     stream = bridge.streams(SESSION.id)["100"]
     bridge.on_event(leave(ALICE))
     await stream.wait_closed()
-    # Each part was resampled in one stream of the bridge: compare against the two parts joined.
-    ds = Downsampler()
-    expected = b"".join(ds.process(c) for c in chunks(first) + chunks(second)) + ds.flush()
+    # Both parts went through the speaker's one resampler: compare against the two parts joined.
+    expected = expected_8k(first, second)
     assert account.committed_bytes == len(expected)
     assert account.sha256 == hashlib.sha256(expected).hexdigest()
     assert "4083" not in asapp_emulator.errors_sent
