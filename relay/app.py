@@ -147,7 +147,28 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.relay = relay
-    return app
+    return RecallFastPath(app, ingress, {path, path + "/"})  # type: ignore[return-value]
+
+
+class RecallFastPath:
+    """Hands Recall WebSocket connections straight to the ingress, everything else to Starlette.
+
+    A WebSocket lives for hours, and every ASGI layer it passes through keeps a suspended
+    coroutine frame alive for that time: Starlette's error and exception middleware, the router
+    and the route. Skipping them for the one hot route saves a few KB per connection.
+    """
+
+    def __init__(self, app: Starlette, ingress: RecallIngress, paths: set[str]) -> None:
+        self.app = app
+        self.state = app.state
+        self._ingress = ingress
+        self._paths = frozenset(paths)
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "websocket" and scope["path"] in self._paths:
+            await self._ingress(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def _relay(request: Request) -> Relay:
