@@ -107,6 +107,26 @@ class RelayMetrics:
             registry=r,
         )
 
+        # --- VideoDB bridge (labels: outcomes and jobs named in code, collection ids from config) --
+        self.videodb_webhooks = Counter(
+            "relay_videodb_webhooks_total",
+            "VideoDB webhook deliveries, by outcome: accepted, duplicate, bad_signature, malformed, too_large, queue_full.",
+            ["outcome"],
+            registry=r,
+        )
+        self.videodb_jobs_bound = Counter(
+            "relay_videodb_jobs_bound_total",
+            "Real-time job starts (bindings to a socket's connection id), by job and outcome (ok, error).",
+            ["job", "outcome"],
+            registry=r,
+        )
+        self.videodb_lease_held = Gauge(
+            "relay_videodb_lease_held", "1 while this process holds the collection's socket lease.", ["collection"], registry=r
+        )
+        self.videodb_lease_acquired = Counter(
+            "relay_videodb_lease_acquired_total", "Times this process took a collection's socket lease.", ["collection"], registry=r
+        )
+
         # --- ASAPP bridge (connects/errors/gaps use upstream_* with provider="asapp") -------------
         self.asapp_streams_open = Gauge(
             "relay_asapp_streams_open", "ASAPP speaker streams with an open, started socket.", registry=r

@@ -223,3 +223,16 @@ async def asapp_emulator() -> AsyncIterator[Any]:
     config = EmulatorConfig(speed=20.0, burst_ms=2_000, idle_s=10.0, transcript_ms=200)
     async with AsappEmulator(config) as emulator:
         yield emulator
+
+
+# --- videodb emulator ---
+
+
+@pytest.fixture
+async def videodb_emulator() -> AsyncIterator[Any]:
+    """A VideoDB emulator on a free port: API key ``sk-test-videodb``, collections ``default`` and
+    ``other``. Tests drive it with ``emit``/``send_raw``/``drop``/``fail_url``/``post_webhook``."""
+    from relay.providers.videodb.emulator import VideoDBEmulator
+
+    async with VideoDBEmulator(api_key="sk-test-videodb", collections=("default", "other")) as emulator:
+        yield emulator

@@ -1,0 +1,190 @@
+"""VideoDBService: everything VideoDB, as the app factory builds and runs it.
+
+Per configured collection, a runner loop::
+
+    standby ──lease acquired──▶ holder: run the collection's socket client, renew every ttl/3
+       ▲                           │
+       └──── lease lost / released / client stopped ◀──┘
+
+so across any number of relay processes exactly one holds each collection's socket (see
+:mod:`~relay.providers.videodb.lease`), and a standby takes over within ``sync_interval_s`` of a
+release, or ``lease_ttl_s`` after a holder died. Plus the webhook endpoint (:attr:`routes`), which
+every process serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import httpx
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.routing import BaseRoute
+
+from relay.metrics import RelayMetrics
+from relay.providers.videodb.client import VideoDBCollectionClient
+from relay.providers.videodb.config import ResolvedCollection, VideoDBSettings
+from relay.providers.videodb.lease import Lease
+from relay.providers.videodb.registry import RtStreamRegistry
+from relay.providers.videodb.webhooks import WebhookReceiver
+from relay.publish import EventPublisher
+
+__all__ = ["VideoDBService"]
+
+log = logging.getLogger("relay.videodb")
+
+
+class _CollectionRunner:
+    """Holds (or waits for) one collection's lease and runs its client while held."""
+
+    def __init__(self, collection: ResolvedCollection, settings: VideoDBSettings, client: VideoDBCollectionClient,
+                 lease: Lease, metrics: RelayMetrics) -> None:  # fmt: skip
+        self.collection = collection
+        self.client = client
+        self.lease = lease
+        self._settings = settings
+        self._metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def holding(self) -> bool:
+        return self.lease.held
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"videodb-{self.collection.id}")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        cid = self.collection.id
+        while not self.client.rejected:
+            try:
+                acquired = await self.lease.acquire()
+            except RedisError:
+                self._metrics.redis_errors.labels("videodb_lease").inc()
+                acquired = False
+            if not acquired:
+                await asyncio.sleep(self._settings.sync_interval_s)
+                continue
+            self._metrics.videodb_lease_held.labels(cid).set(1)
+            self._metrics.videodb_lease_acquired.labels(cid).inc()
+            log.info("videodb %s: lease acquired; this process holds the socket", cid)
+            try:
+                await self._hold()
+            finally:
+                self._metrics.videodb_lease_held.labels(cid).set(0)
+                with contextlib.suppress(RedisError, OSError):
+                    await asyncio.shield(self.lease.release())
+
+    async def _hold(self) -> None:
+        """Run the client while renewing; return when the lease is lost or the client stops."""
+        client = asyncio.create_task(self.client.run(), name=f"videodb-client-{self.collection.id}")
+        try:
+            interval = self.lease.ttl_ms / 1000 / 3
+            while not client.done():
+                await asyncio.wait({client}, timeout=interval)
+                if client.done():
+                    break
+                try:
+                    if not await self.lease.renew():
+                        log.warning("videodb %s: lease lost to another process; closing the socket", self.collection.id)
+                        return
+                except RedisError:
+                    self._metrics.redis_errors.labels("videodb_lease").inc()
+                    if not self.lease.held:  # too long since the last renewal: another may hold it now
+                        log.warning("videodb %s: cannot renew the lease (Redis); closing the socket", self.collection.id)
+                        return
+        finally:
+            client.cancel()
+            await asyncio.gather(client, return_exceptions=True)
+
+
+class VideoDBService:
+    """The VideoDB bridge: one socket per collection (leased across processes) and the webhooks.
+
+    :param key_prefix: prefix of this service's Redis keys (leases, registry, webhook dedupe).
+    """
+
+    def __init__(
+        self,
+        settings: VideoDBSettings,
+        publisher: EventPublisher,
+        metrics: RelayMetrics,
+        redis: Redis,
+        *,
+        key_prefix: str = "relay",
+    ) -> None:
+        self.settings = settings
+        self._metrics = metrics
+        self._http: dict[str, httpx.AsyncClient] = {}
+        self._runners: dict[str, _CollectionRunner] = {}
+        registries: dict[str, RtStreamRegistry] = {}
+        collections = settings.resolved() if settings.enabled else []
+        for collection in collections:
+            http = httpx.AsyncClient(
+                base_url=collection.base_url,
+                headers={"x-access-token": collection.api_key.get_secret_value()},
+                timeout=settings.http_timeout_s,
+                trust_env=False,
+            )
+            registry = RtStreamRegistry(redis, key_prefix, collection.id)
+            client = VideoDBCollectionClient(collection, settings, publisher, metrics, registry, http)
+            lease = Lease(redis, f"{key_prefix}:videodb:{collection.id}:lease", settings.lease_ttl_s)
+            self._http[collection.id] = http
+            registries[collection.id] = registry
+            self._runners[collection.id] = _CollectionRunner(collection, settings, client, lease, metrics)
+        self._webhooks = WebhookReceiver(settings, publisher, metrics, redis, registries, self._on_active, key_prefix)
+        self._started = False
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """The webhook routes (empty when VideoDB is disabled)."""
+        return self._webhooks.routes if self._runners else []
+
+    def holds(self, collection_id: str) -> bool:
+        """True while this process holds the collection's socket lease."""
+        runner = self._runners.get(collection_id)
+        return runner is not None and runner.holding
+
+    def is_running(self, collection_id: str) -> bool:
+        """False once the collection stopped for good (its key was rejected) or the service closed."""
+        runner = self._runners.get(collection_id)
+        return runner is not None and runner.running
+
+    def client(self, collection_id: str) -> VideoDBCollectionClient:
+        return self._runners[collection_id].client
+
+    def _on_active(self, collection_id: str) -> None:
+        # Only the holder binds; another process' holder picks the rtstreams up from the registry.
+        runner = self._runners.get(collection_id)
+        if runner is not None and runner.holding:
+            runner.client.nudge()
+
+    async def start(self) -> None:
+        if self._started or not self._runners:
+            return
+        self._started = True
+        self._webhooks.start()
+        for runner in self._runners.values():
+            runner.start()
+
+    async def aclose(self) -> None:
+        """Finish queued webhooks, close the sockets and release the leases."""
+        started = time.monotonic()
+        await self._webhooks.aclose()
+        await asyncio.gather(*(runner.aclose() for runner in self._runners.values()))
+        for http in self._http.values():
+            await http.aclose()
+        self._started = False
+        log.debug("videodb: closed in %.2fs", time.monotonic() - started)

@@ -1,0 +1,199 @@
+"""``POST /videodb/webhook``: VideoDB's capture-session lifecycle webhooks (at-least-once).
+
+The endpoint does only the cheap, synchronous part and answers at once:
+
+1. body size limit (413), optional **signature** check (401), parse (400 when malformed);
+2. hand the delivery to a bounded queue and answer **200**; a full queue answers 503 so VideoDB
+   delivers again later instead of the relay buffering without bound.
+
+A worker task then, per delivery:
+
+3. **deduplicates** across replicas with ``SET <prefix>:videodb:webhook:<sha256(capture_session_id |
+   event | timestamp)> 1 NX EX <ttl>``: only the first replica to see a delivery processes it (if
+   Redis cannot answer, the delivery is processed anyway: a duplicate beats a loss);
+4. on ``capture_session.active`` records the rtstreams in the registry and calls ``on_active`` (the
+   lease holder binds the jobs); on ``stopped``/``exported``/``failed`` forgets them;
+5. publishes the ``session.status`` event.
+
+**Signature** (VideoDB's own header is unconfirmed, so this is a shared-secret scheme of ours):
+when ``webhook_secret`` is set, the header named by ``webhook_signature_header`` (default
+``X-VideoDB-Signature``) must carry the hex HMAC-SHA256 of the raw body under that secret,
+optionally prefixed ``sha256=``; it is compared in constant time.
+
+A relay serving several collections routes by path: ``POST /videodb/webhook/<collection id>``;
+the bare path means the first configured collection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timezone
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from relay.metrics import RelayMetrics
+from relay.providers.videodb.config import VideoDBSettings
+from relay.providers.videodb.parse import FrameError, Webhook, parse_webhook
+from relay.providers.videodb.registry import RtStreamRegistry
+from relay.publish import EventPublisher
+
+__all__ = ["WebhookReceiver", "sign"]
+
+log = logging.getLogger("relay.videodb.webhooks")
+
+#: Statuses after which a capture session's rtstreams carry no more real-time work.
+_ENDED = frozenset({"stopped", "exported", "failed"})
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The signature header value for ``body``: ``sha256=<hex HMAC-SHA256>``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookReceiver:
+    """The webhook endpoint and its worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: VideoDBSettings,
+        publisher: EventPublisher,
+        metrics: RelayMetrics,
+        redis: Redis,
+        registries: Mapping[str, RtStreamRegistry],
+        on_active: Callable[[str], Awaitable[None] | None],
+        key_prefix: str = "relay",
+    ) -> None:
+        self._settings = settings
+        self._publisher = publisher
+        self._metrics = metrics
+        self._redis = redis
+        self._registries = registries
+        self._on_active = on_active
+        self._key_prefix = key_prefix
+        self._default = next(iter(registries), None)
+        self._queue: asyncio.Queue[tuple[str, Webhook]] = asyncio.Queue(maxsize=settings.webhook_queue_max)
+        self._task: asyncio.Task[None] | None = None
+        secret = settings.webhook_secret
+        self._secret = secret.get_secret_value().encode() if secret is not None else None
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        path = self._settings.webhook_path.rstrip("/") or "/"
+        return [
+            Route(path, self.endpoint, methods=["POST"]),
+            Route(f"{path.rstrip('/')}/{{collection}}", self.endpoint, methods=["POST"]),
+        ]
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._work(), name="videodb-webhooks")
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Process what is queued for up to ``timeout`` seconds, then stop."""
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            log.warning("videodb webhooks: %d deliveries left unprocessed at shutdown", self._queue.qsize())
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+
+    # --- the endpoint --------------------------------------------------------------------------
+
+    def _reject(self, outcome: str, status: int) -> Response:
+        self._metrics.videodb_webhooks.labels(outcome).inc()
+        return JSONResponse({"ok": False, "error": outcome}, status_code=status)
+
+    async def endpoint(self, request: Request) -> Response:
+        collection = request.path_params.get("collection", self._default)
+        if collection not in self._registries:
+            return self._reject("unknown_collection", 404)
+        limit = self._settings.webhook_max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return self._reject("too_large", 413)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return self._reject("too_large", 413)
+        if self._secret is not None and not self._signature_ok(request, body):
+            log.warning("videodb webhook: bad or missing signature from %s", request.client.host if request.client else "?")
+            return self._reject("bad_signature", 401)
+        try:
+            hook = parse_webhook(body, received=datetime.now(timezone.utc))
+        except FrameError as exc:
+            log.warning("videodb webhook: malformed body (%s)", exc.reason)
+            self._metrics.frames_rejected.labels("videodb", f"webhook_{exc.reason}").inc()
+            return self._reject("malformed", 400)
+        try:
+            self._queue.put_nowait((collection, hook))
+        except asyncio.QueueFull:
+            return self._reject("queue_full", 503)
+        self._metrics.videodb_webhooks.labels("accepted").inc()
+        return JSONResponse({"ok": True})
+
+    def _signature_ok(self, request: Request, body: bytes) -> bool:
+        assert self._secret is not None
+        given = request.headers.get(self._settings.webhook_signature_header, "").strip()
+        given = given.removeprefix("sha256=")
+        expected = hmac.new(self._secret, body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(given.encode(), expected.encode())
+
+    # --- the worker ----------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            collection, hook = await self._queue.get()
+            try:
+                await self._process(collection, hook)
+            except Exception:  # one bad delivery must not stop the worker
+                log.exception("videodb webhook: processing %s failed", hook.event)
+            finally:
+                self._queue.task_done()
+
+    def _dedupe_key(self, hook: Webhook) -> str:
+        digest = hashlib.sha256(hook.dedupe_key.encode()).hexdigest()
+        return f"{self._key_prefix}:videodb:webhook:{digest}"
+
+    async def _process(self, collection: str, hook: Webhook) -> None:
+        key = self._dedupe_key(hook)
+        try:
+            first = await self._redis.set(key, b"1", nx=True, ex=self._settings.webhook_dedupe_ttl_s)
+        except RedisError:
+            self._metrics.redis_errors.labels("videodb_webhook_dedupe").inc()
+            log.warning("videodb webhook: cannot dedupe %s (Redis); processing it anyway", hook.event)
+            first = True
+        if not first:
+            self._metrics.videodb_webhooks.labels("duplicate").inc()
+            return
+        registry = self._registries[collection]
+        try:
+            if hook.rtstreams:
+                await registry.add(hook.rtstreams)
+            elif hook.status in _ENDED:
+                await registry.remove_session(hook.capture_session_id)
+        except RedisError:
+            # Let a redelivery try again rather than be dropped as a duplicate.
+            self._metrics.redis_errors.labels("videodb_registry").inc()
+            log.warning("videodb webhook: cannot record %s for %s (Redis)", hook.event, hook.capture_session_id)
+            try:
+                await self._redis.delete(key)
+            except RedisError:
+                pass
+        else:
+            if hook.rtstreams:
+                result = self._on_active(collection)
+                if result is not None:
+                    await result
+        await self._publisher.publish(hook.published)

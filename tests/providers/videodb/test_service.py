@@ -1,0 +1,175 @@
+"""VideoDBService against the emulator over real sockets and a real Redis.
+
+Each test is one relay process (or two, for the lease) talking to the emulator: events of every
+channel arrive on Redis in the schema, reconnects re-bind, failures are counted, webhooks are
+deduplicated and signed, and one collection's socket is held by one process at a time.
+"""
+
+from __future__ import annotations
+
+from relay.providers.videodb.webhooks import sign
+from relay.schema import AlertEvent, GenericEvent, IndexEvent, SessionStatusEvent, TranscriptEvent
+
+from .helpers import ACTIVE, running_service, sample, settings_for, wait_until
+
+JOBS = [("rts-1", "transcript"), ("rts-1", "audio_index"), ("rts-3", "visual_index"), ("rts-3", "alert")]
+
+
+async def activate(emulator, relay) -> None:
+    """Deliver the capture_session.active webhook and wait until every job is bound to a live socket."""
+    assert await emulator.post_webhook(relay.webhook_url, ACTIVE) == [200]
+    for rtstream, job in JOBS:
+        await emulator.wait_bound(rtstream, job)
+
+
+def transcript(text: str, is_final: object = True) -> dict:
+    return {"text": text, "is_final": is_final, "start": 1710000001234, "end": 1710000002345}
+
+
+async def test_every_channel_arrives_in_the_schema(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    events = collect("relay:events:videodb:*")
+    async with running_service(settings_for(emu), redis_url) as relay:
+        await activate(emu, relay)
+        await events.wait_for(1)  # the webhook's session.status
+        span = {"start": 1710000012340, "end": 1710000018900}
+        assert await emu.emit("rts-1", "transcript", transcript("Let's meet Thursday"), "mic:default")
+        assert await emu.emit("rts-1", "transcript", transcript("Let's me", "false"), "mic:default")
+        assert await emu.emit("rts-1", "audio_index", {"text": "Scheduling talk", **span}, "mic:default")
+        assert await emu.emit("rts-1", "spoken_index", {"text": "More scheduling", **span}, "mic:default")
+        assert await emu.emit("rts-3", "visual_index", {"text": "Slack is open", **span}, "display:1")
+        assert await emu.emit("rts-3", "scene_index", {"text": "A code editor", **span}, "display:1")
+        assert await emu.emit("rts-3", "alert", {"label": "sensitive_content", "triggered": True, "confidence": 0.92, **span})
+        assert await emu.send_raw({"channel": "capture_session", "capture_session_id": "cap-1", "status": "stopping", "data": {}})
+        assert await emu.send_raw({"channel": "upload_progress", "rtstream_id": "rts-1", "data": {"percent": 40}})
+        got = await events.wait_for(10)
+
+    by_type = {}
+    for event in got:
+        by_type.setdefault(event.type, []).append(event)
+    assert [e.payload.status for e in by_type["session.status"]] == ["active", "stopping"]
+    assert isinstance(by_type["session.status"][0], SessionStatusEvent)
+    assert by_type["session.status"][0].payload.detail["end_user_id"] == "user_abc"
+    final, partial = by_type["transcript.final"][0], by_type["transcript.partial"][0]
+    assert isinstance(final, TranscriptEvent) and final.payload.text == "Let's meet Thursday"
+    assert partial.payload.text == "Let's me" and not partial.payload.is_final
+    assert [e.payload.text for e in by_type["index.audio"]] == ["Scheduling talk", "More scheduling"]
+    assert [e.payload.text for e in by_type["index.visual"]] == ["Slack is open", "A code editor"]
+    assert all(isinstance(e, IndexEvent) for e in by_type["index.visual"])
+    alert = by_type["alert"][0]
+    assert isinstance(alert, AlertEvent) and alert.payload.label == "sensitive_content"
+    generic = by_type["generic"][0]
+    assert isinstance(generic, GenericEvent) and generic.payload.provider_type == "upload_progress"
+    # Socket events are keyed by the capture session the webhook named, with their rtstream.
+    assert {e.session.id for e in got} == {"cap-1"}
+    assert final.session.stream_id == "rts-1" and final.session.stream_name == "mic:default"
+    assert alert.session.stream_id == "rts-3"
+    assert all(ch.startswith("relay:events:videodb:cap-1:") for ch in events.channels)
+    # The jobs were started with their prompts, and the alert on the visual index.
+    starts = {(b.rtstream_id, b.job): b.body for b in emu.bindings}
+    assert starts[("rts-1", "audio_index")]["prompt"] == settings_for(emu).audio_index_prompt
+    assert starts[("rts-3", "alert")]["event_id"] == "evt-sensitive_content"
+
+
+async def test_drop_reconnects_rebinds_and_events_flow_again(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    events = collect("relay:events:videodb:*:transcript.*")
+    async with running_service(settings_for(emu), redis_url) as relay:
+        await activate(emu, relay)
+        first = emu.bound_to("rts-1", "transcript")
+        assert await emu.emit("rts-1", "transcript", transcript("before"))
+        await events.wait_for(1)
+
+        assert await emu.drop() == 1
+        # Nothing is delivered while no socket is bound (the emulator is as strict as VideoDB).
+        await emu.wait_until(lambda: emu.is_live_bound("rts-1", "transcript") and emu.bound_to("rts-1", "transcript") != first)
+        for rtstream, job in JOBS:
+            await emu.wait_bound(rtstream, job)
+        assert await emu.emit("rts-1", "transcript", transcript("after"))
+        got = await events.wait_for(2)
+        assert [e.payload.text for e in got] == ["before", "after"]
+        assert emu.url_requests == 2  # a fresh URL for the second connect (the emulator's are one-time)
+        m = relay.metrics
+        assert sample(m, "relay_upstream_gap_seconds_count", provider="videodb") == 1
+        assert sample(m, "relay_upstream_reconnects_total", provider="videodb") == 1
+        assert sample(m, "relay_upstream_connects_total", provider="videodb") == 2
+        assert sample(m, "relay_videodb_jobs_bound_total", job="transcript", outcome="ok") == 2
+
+
+async def test_rejected_key_stops_retrying(videodb_emulator, redis_url, redis_client) -> None:
+    emu = videodb_emulator
+    async with running_service(settings_for(emu, api_key="sk-wrong"), redis_url) as relay:
+        await wait_until(lambda: not relay.service.is_running("default"))
+        assert relay.service.client("default").rejected
+        assert emu.url_requests == 1 and emu.connects == 0
+        assert sample(relay.metrics, "relay_upstream_errors_total", provider="videodb", reason="auth") == 1
+        assert not relay.service.holds("default")
+
+
+async def test_forbidden_also_stops_but_5xx_retries(videodb_emulator, redis_url, redis_client) -> None:
+    emu = videodb_emulator
+    emu.fail_url(503, times=3)
+    async with running_service(settings_for(emu), redis_url) as relay:
+        await emu.wait_connections(1)
+        assert emu.url_requests == 4
+        assert sample(relay.metrics, "relay_upstream_errors_total", provider="videodb", reason="http_5xx") == 3
+        assert relay.service.is_running("default")
+
+    emu.fail_url(403)
+    async with running_service(settings_for(emu), redis_url) as relay:
+        await wait_until(lambda: not relay.service.is_running("default"))
+        assert sample(relay.metrics, "relay_upstream_errors_total", provider="videodb", reason="auth") == 1
+
+
+async def test_malformed_frames_are_counted_not_fatal(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    events = collect("relay:events:videodb:*:transcript.*")
+    async with running_service(settings_for(emu), redis_url) as relay:
+        await activate(emu, relay)
+        assert await emu.send_raw("not json at all")
+        assert await emu.send_raw(b"\xff\xfe binary junk")
+        assert await emu.send_raw({"channel": "transcript", "data": {"text": "no rtstream"}})
+        assert await emu.send_raw({"channel": "transcript", "rtstream_id": "rts-1", "data": {"text": "x", "is_final": "perhaps"}})
+        assert await emu.emit("rts-1", "transcript", transcript("still here"))
+        got = await events.wait_for(1)
+        assert [e.payload.text for e in got] == ["still here"]
+        m = relay.metrics
+        assert sample(m, "relay_frames_rejected_total", source="videodb", reason="not_json") == 2
+        assert sample(m, "relay_frames_rejected_total", source="videodb", reason="missing_rtstream_id") == 1
+        assert sample(m, "relay_frames_rejected_total", source="videodb", reason="bad_is_final") == 1
+        assert emu.connects == 1  # the socket survived
+
+
+async def test_duplicate_webhooks_are_published_once(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    events = collect("relay:events:videodb:*:session.status")
+    stopped = {"event": "capture_session.stopped", "capture_session_id": "cap-1", "status": "stopped",
+               "timestamp": "2026-01-20T13:00:00Z", "data": {}}  # fmt: skip
+    exported = {**stopped, "event": "capture_session.exported", "status": "exported",
+                "data": {"exported_video_id": "m-1"}}  # fmt: skip
+    async with running_service(settings_for(emu), redis_url) as relay:
+        assert await emu.post_webhook(relay.webhook_url, stopped, times=3) == [200, 200, 200]
+        assert await emu.post_webhook(relay.webhook_url + "/default", exported) == [200]
+        got = await events.wait_for(2)
+        await relay.publisher.close(timeout=5)  # flush: nothing else is pending
+        assert [e.payload.status for e in events.events] == ["stopped", "exported"]
+        assert got[1].payload.detail["data"]["exported_video_id"] == "m-1"
+        assert sample(relay.metrics, "relay_videodb_webhooks_total", outcome="accepted") == 4
+        assert sample(relay.metrics, "relay_videodb_webhooks_total", outcome="duplicate") == 2
+        assert await emu.post_webhook(relay.webhook_url, b'{"event": 1}') == [400]
+        assert await emu.post_webhook(relay.webhook_url + "/nope", stopped) == [404]
+
+
+async def test_webhook_signature(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    events = collect("relay:events:videodb:*:session.status")
+    async with running_service(settings_for(emu, webhook_secret="whook-secret"), redis_url) as relay:
+        assert await emu.post_webhook(relay.webhook_url, ACTIVE) == [401]
+        assert await emu.post_webhook(relay.webhook_url, ACTIVE, secret="wrong-secret") == [401]
+        assert await emu.post_webhook(relay.webhook_url, ACTIVE, secret="whook-secret") == [200]
+        await events.wait_for(1)
+        assert sample(relay.metrics, "relay_videodb_webhooks_total", outcome="bad_signature") == 2
+    # The header value is "sha256=" + hex HMAC-SHA256 of the raw body (RFC 4231 test case 2).
+    assert sign("Jefe", b"what do ya want for nothing?") == (
+        "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    )
