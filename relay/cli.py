@@ -113,6 +113,20 @@ def cmd_simulate_bot(args: argparse.Namespace) -> int:
     return asyncio.run(simulator.run(args))
 
 
+# --- tail -----------------------------------------------------------------------------------------
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from relay import tail
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(tail.run(args, redis_url=args.redis_url or settings.redis.url, prefix=settings.redis.channel_prefix))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description="WebSocket fan-in relay: Recall.ai, VideoDB, ASAPP → Redis.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -134,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         simulator.add_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate_bot)
+
+    tail_parser = sub.add_parser("tail", help="watch the event stream (filters; pretty, or --json lines)")
+    from relay import tail
+
+    tail.add_arguments(tail_parser)
+    tail_parser.set_defaults(func=cmd_tail)
     return parser
 
 

@@ -1,0 +1,200 @@
+"""``relay tail``: watch the normalized event stream, filtered, as lines for people or JSON for scripts.
+
+::
+
+    relay tail                                   # every text event, pretty
+    relay tail --source recall --type 'transcript.*'
+    relay tail --session <recording-id> --media  # one meeting, audio and video included
+    relay tail --json | jq .payload.text         # one event per line, exactly as published
+
+It is a thin shell around :class:`relay.client.RelayClient` (filters, dedupe, resubscribing) and
+:func:`render`, the one-line rendering ``relay demo`` reuses. Once subscribed it says so on
+stderr (``subscribed to ...``), so a script can start publishing after that line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.text import Text
+
+from relay.schema import (
+    AlertEvent,
+    AudioChunkEvent,
+    ChatMessageEvent,
+    EventBase,
+    GenericEvent,
+    IndexEvent,
+    ParticipantEvent,
+    ProviderDataEvent,
+    SessionStatusEvent,
+    StreamErrorEvent,
+    StreamSummaryEvent,
+    TranscriptEvent,
+    VideoFrameEvent,
+)
+
+if TYPE_CHECKING:  # imported when used, so `relay --help` does not load redis
+    from relay.client import RelayClient
+
+__all__ = ["EventPrinter", "add_arguments", "render", "run", "summarize", "tail"]
+
+#: A colour per source, so interleaved providers are told apart at a glance.
+SOURCE_STYLES: dict[str, str] = {"recall": "cyan", "videodb": "magenta", "asapp": "green"}
+
+
+def summarize(event: EventBase) -> str:
+    """What an event says, in a few words (the payload's gist, no base64)."""
+    if isinstance(event, TranscriptEvent):
+        return event.payload.text
+    if isinstance(event, ChatMessageEvent):
+        return event.payload.text
+    if isinstance(event, ParticipantEvent):
+        return event.payload.action.replace("_", " ")
+    if isinstance(event, AudioChunkEvent):
+        p = event.payload
+        return f"{p.mix} {p.duration_ms:g} ms, {p.bytes} B" + ("" if p.bytes else " (silent)")
+    if isinstance(event, VideoFrameEvent):
+        return f"{event.payload.codec} {event.payload.stream or ''} {event.payload.bytes} B".replace("  ", " ")
+    if isinstance(event, IndexEvent):
+        return event.payload.text
+    if isinstance(event, AlertEvent):
+        p = event.payload
+        return f"{p.label}: {'triggered' if p.triggered else 'cleared'}" + (
+            f" ({p.confidence:.2f})" if p.confidence is not None else ""
+        )
+    if isinstance(event, SessionStatusEvent):
+        return event.payload.status
+    if isinstance(event, StreamSummaryEvent):
+        p = event.payload
+        return f"stream {p.stream_id or '?'} {p.status_code or ''}: {p.transcripts or 0} transcripts, {p.audio_bytes or 0} B"
+    if isinstance(event, StreamErrorEvent):
+        p = event.payload
+        return f"{p.code} {p.message}" + (" (permanent)" if p.permanent else "")
+    if isinstance(event, ProviderDataEvent):
+        return "provider data"
+    if isinstance(event, GenericEvent):
+        return f"({event.payload.provider_type})"
+    return ""
+
+
+def _short(session_id: str, width: int = 12) -> str:
+    return session_id if len(session_id) <= width else session_id[: width - 1] + "…"
+
+
+def render(event: EventBase) -> Text:
+    """One line for a person: time, source, session, type, who, and what."""
+    line = Text()
+    line.append(event.time.received.strftime("%H:%M:%S.%f")[:-3], style="dim")
+    line.append(" ")
+    line.append(f"{event.source.value:<7}", style=SOURCE_STYLES.get(event.source.value, "white"))
+    line.append(" ")
+    line.append(f"{_short(event.session.id):<12}", style="dim")
+    line.append(" ")
+    type_style = "bold" if event.type == "transcript.final" else ("dim" if event.is_media else "")
+    line.append(f"{event.type:<20}", style=type_style)
+    who = event.participant.name or event.participant.id if event.participant else None
+    if who:
+        line.append(" ")
+        line.append(f"{who}:", style="yellow")
+    text = summarize(event)
+    if text:
+        line.append(" ")
+        line.append(text, style="italic" if event.type == "transcript.partial" else "")
+    return line
+
+
+class EventPrinter:
+    """Shows events: rendered lines on a rich console, or ``--json`` lines on a text stream."""
+
+    def __init__(self, *, json: bool = False, console: Console | None = None, out: IO[str] | None = None) -> None:
+        self.json = json
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.out = out or sys.stdout
+        self.shown = 0
+
+    def __call__(self, event: EventBase) -> None:
+        if self.json:
+            # Exactly what the relay published (re-serialized from the validated model).
+            self.out.write(event.model_dump_json() + "\n")
+            self.out.flush()
+        else:
+            self.console.print(render(event))
+        self.shown += 1
+
+
+async def tail(client: RelayClient, show: Callable[[EventBase], Any], *, count: int | None = None) -> int:
+    """Show events from a subscribed client until ``count`` were shown (or forever); returns how many."""
+    shown = 0
+    if count is not None and count <= 0:
+        return 0
+    async for event in client:
+        show(event)
+        shown += 1
+        if count is not None and shown >= count:
+            break
+    return shown
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``relay tail``."""
+    parser.add_argument("--redis-url", help="Redis the relay publishes to (default: RELAY_REDIS_URL or the settings file)")
+    parser.add_argument("--config", type=Path, help="TOML settings file to take the Redis URL and channel prefix from")
+    parser.add_argument("--source", choices=("recall", "videodb", "asapp"), help="only this provider")
+    parser.add_argument("--type", help="only this event type, or a prefix pattern such as 'transcript.*'")
+    parser.add_argument("--session", help="only this session (Recall: the recording id)")
+    parser.add_argument("--media", action="store_true", help="include audio.chunk and video.frame events")
+    parser.add_argument("--json", action="store_true", help="one JSON event per line on stdout, for scripts")
+    parser.add_argument("--count", type=int, help="exit after this many events")
+
+
+async def run(args: argparse.Namespace, *, redis_url: str, prefix: str = "relay") -> int:
+    """``relay tail`` itself: subscribe, show until ``--count`` or SIGINT/SIGTERM; exit status."""
+    from relay.client import RelayClient
+
+    err = Console(stderr=True, highlight=False)
+    client = RelayClient(
+        redis_url, source=args.source, type=args.type, session=args.session, media=args.media, prefix=prefix
+    )
+    try:
+        await client.subscribe()
+    except (RedisError, OSError) as exc:
+        await client.aclose()
+        err.print(f"relay tail: cannot subscribe at {_redact(redis_url)}: {exc}")
+        return 1
+    err.print(f"subscribed to {', '.join(client.patterns)} at {_redact(redis_url)}", style="dim")
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.create_task(tail(client, EventPrinter(json=args.json), count=args.count))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, reader.cancel)
+    try:
+        await reader
+    except asyncio.CancelledError:
+        pass  # Ctrl-C or SIGTERM: a normal way to stop watching
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    return 0
+
+
+def _redact(url: str) -> str:
+    """A Redis URL without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
