@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,13 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
     """Poll a cheap in-process condition; used only where no event exists to wait on."""
     async with asyncio.timeout(timeout):
         while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def wait_until_async(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Like :func:`wait_until` for a condition that needs I/O to check (e.g. taking a lease)."""
+    async with asyncio.timeout(timeout):
+        while not await predicate():
             await asyncio.sleep(0.02)
 
 
