@@ -68,7 +68,7 @@ _B64_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _LE_U32: Final = struct.Struct("<I")
 _LE_U32_U32: Final = struct.Struct("<II")
 #: Marks a cached participant made from a legacy binary id (no participant object to compare).
-_LEGACY: Final[dict[str, Any]] = {}
+_LEGACY: Final = object()
 #: Above this many remembered participants a connection starts over (bounds memory per socket).
 _MAX_CACHED_PARTICIPANTS: Final = 1024
 
@@ -297,7 +297,7 @@ class RecallParser:
     def __init__(self) -> None:
         self._session: SessionRef | None = None
         self._session_key: tuple[Any, Any, Any] | None = None
-        self._participants: dict[Any, tuple[dict[str, Any], Participant]] = {}
+        self._participants: dict[Any, tuple[object, Participant]] = {}
         self._legacy: tuple[bool, float] | None = None  # (separate_streams, offset) once a header came
         self._legacy_samples: dict[int | None, int] = {}  # legacy PCM bytes seen per stream, for timing
 
@@ -345,7 +345,10 @@ class RecallParser:
         inner = data.get("data")
         handler = self._HANDLERS.get(name)
         if handler is not None:
-            out = handler(self, name, _obj(inner, "data.data"), session, received)
+            # A transcription provider's payload is whatever that provider sends.
+            if name != "transcript.provider_data":
+                inner = _obj(inner, "data.data")
+            out = handler(self, name, inner, session, received)
         else:
             out = self._generic(name, inner, session, received)
         # Only once the frame parsed: a bad frame changes nothing.
@@ -487,7 +490,7 @@ class RecallParser:
             },
         })  # fmt: skip
 
-    def _provider_data(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventBase:
+    def _provider_data(self, name: str, inner: Any, session: SessionRef, received: datetime) -> EventBase:
         return _validate(ProviderDataEvent, {
             "id": new_event_id(),
             "source": _RECALL,

@@ -28,9 +28,11 @@ import asyncio
 import contextlib
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -39,6 +41,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from relay.providers.recall import frames
+from relay.providers.recall.auth import sign
 from relay.providers.recall.frames import BotIdentity, Frame, ParticipantAction
 
 __all__ = ["RetryPolicy", "RECALL_RETRY", "EndpointFailed", "SimulatedBot", "MeetingOptions", "run_meeting",
@@ -85,6 +88,8 @@ class SimulatedBot:
     (handshakes that succeeded), :attr:`drops` (server-side closes and network losses).
     After the server closes the socket, :attr:`close_code` and :attr:`close_reason` say how; after
     a handshake refused with an HTTP status, :attr:`rejected_status` says which.
+    With ``signing_secret`` (``whsec_...``) every handshake carries Recall's svix-style signature
+    headers (:func:`relay.providers.recall.auth.sign`).
     """
 
     def __init__(
@@ -95,8 +100,10 @@ class SimulatedBot:
         retry: RetryPolicy | None = None,
         open_timeout: float = 5.0,
         compression: Literal["deflate"] | None = None,
+        signing_secret: str | None = None,
     ) -> None:
         self.url = url
+        self.signing_secret = signing_secret
         self.identity = identity or BotIdentity.create()
         self.retry = retry
         self.open_timeout = open_timeout
@@ -184,10 +191,15 @@ class SimulatedBot:
     async def _open(self) -> ClientConnection:
         assert self.url is not None
         self.attempts += 1
+        headers: dict[str, str] | None = None
+        if self.signing_secret is not None:
+            # Each handshake is a new signed request: fresh id and timestamp, empty body.
+            headers = sign(self.signing_secret, f"msg_{uuid.uuid4().hex}", int(time.time()))
         try:
             ws = await connect(
                 self.url, proxy=None, open_timeout=self.open_timeout, compression=self.compression,
-                max_size=None, ping_interval=None,  # the server pings; the client answers automatically
+                additional_headers=headers, max_size=None,
+                ping_interval=None,  # the server pings; the client answers automatically
             )  # fmt: skip
         except InvalidStatus as exc:
             self.rejected_status = exc.response.status_code
@@ -477,6 +489,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--legacy", action="store_true", help="speak the legacy raw-audio protocol (header + binary PCM)")
     parser.add_argument("--retry-interval", type=float, default=RECALL_RETRY.interval_s, help="seconds between retries (Recall: 3)")
     parser.add_argument("--fast", action="store_true", help="do not pace to the wall clock: send as fast as the socket takes it")
+    parser.add_argument("--signing-secret-file", type=Path, help="file holding a whsec_ secret: sign each handshake as Recall does")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -486,7 +499,8 @@ async def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     retry = RetryPolicy(attempts=RECALL_RETRY.attempts, interval_s=args.retry_interval)
-    bots = [SimulatedBot(args.url, retry=retry) for _ in range(args.bots)]
+    secret = args.signing_secret_file.read_text().strip() if getattr(args, "signing_secret_file", None) else None
+    bots = [SimulatedBot(args.url, retry=retry, signing_secret=secret) for _ in range(args.bots)]
     options = [
         MeetingOptions(duration_s=args.duration, participants=args.participants, audio=args.audio, video=args.video,
                        rate=args.rate, legacy=args.legacy, realtime=not args.fast, seed=i)

@@ -164,6 +164,9 @@ def test_provider_data_passes_through() -> None:
     assert event.type == "transcript.provider_data"
     assert event.payload.data == raw
     assert event.session == SESSION
+    # Whatever the provider sends, even not an object.
+    assert feed_one(frame("transcript.provider_data", ["a", 1], "transcript")).payload.data == ["a", 1]
+    assert feed_one(frame("transcript.provider_data", None, "transcript")).payload.data is None
 
 
 # --- audio and video -------------------------------------------------------------------------

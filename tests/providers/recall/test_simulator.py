@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 
@@ -12,6 +13,7 @@ from websockets.asyncio.server import Request, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from relay.providers.recall import frames, simulator
+from relay.providers.recall.auth import SignatureVerifier
 from relay.providers.recall.parse import RecallParser
 from relay.providers.recall.simulator import EndpointFailed, MeetingOptions, RetryPolicy, SimulatedBot, run_meeting
 from relay.schema import EventBase
@@ -25,6 +27,7 @@ class Endpoint:
     def __init__(self) -> None:
         self.connections: list[list[str | bytes]] = []
         self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
         self.handshakes = 0
         self.refuse = False
         #: Close each connection (code, reason) after it received this many frames; consumed per connection.
@@ -34,6 +37,7 @@ class Endpoint:
 
     def process_request(self, connection: ServerConnection, request: Request) -> object:
         self.handshakes += 1
+        self.headers.append({k.lower(): v for k, v in request.headers.raw_items()})
         self._changed.set()
         if self.refuse:
             return connection.respond(HTTPStatus.FORBIDDEN, "forbidden\n")
@@ -244,3 +248,18 @@ async def test_cli_runs_bots_and_hides_the_token(endpoint: Endpoint, capsys: pyt
     endpoint.refuse = True
     args = parser.parse_args(["--url", endpoint.url, "--duration", "0.1", "--retry-interval", "0.01", "--fast"])
     assert await simulator.run(args) == 1
+
+
+async def test_signed_handshakes_verify_and_are_fresh_per_attempt(endpoint: Endpoint) -> None:
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+    endpoint.drops = [(0, 1012, "service restart")]
+    async with SimulatedBot(endpoint.url, retry=FAST_RETRY, signing_secret=secret) as bot:
+        await wait_until(lambda: bot.connects == 2)
+    verifier = SignatureVerifier([secret], required=True)
+    assert [verifier.check(h) for h in endpoint.headers] == [None, None]
+    assert endpoint.headers[0]["webhook-id"] != endpoint.headers[1]["webhook-id"]
+    assert SignatureVerifier(["whsec_" + base64.b64encode(b"another secret").decode()]).check(endpoint.headers[0]) is not None
+    unsigned = SimulatedBot(endpoint.url)
+    await unsigned.connect()
+    await unsigned.close()
+    assert "webhook-signature" not in endpoint.headers[2]
