@@ -21,6 +21,7 @@ from relay.metrics import RelayMetrics
 from relay.providers.asapp.bridge import AsappBridge
 from relay.providers.asapp.config import AsappSettings
 from relay.providers.asapp.emulator import AsappEmulator
+from relay.providers.asapp.resample import Downsampler
 from relay.providers.asapp.stream import StreamState
 from relay.publish import ChannelScheme, EventPublisher, PublisherConfig
 from relay.schema import (
@@ -156,6 +157,7 @@ async def test_forced_drop_loses_and_doubles_nothing(
     bridge.on_event(leave(ALICE))
     await asapp_emulator.wait_until(lambda: account.streams == 2 and asapp_emulator.open_streams() == 0)
     assert_account(asapp_emulator, "100", alice)
+    assert asapp_emulator.url_requests == 2  # a fresh URL for the second socket
     assert account.discarded_bytes > 0  # the drop really cut off audio the server had not transcribed
     assert sample(metrics, "relay_asapp_audio_replayed_bytes_total") >= account.discarded_bytes
     assert sample(metrics, "relay_upstream_reconnects_total", provider="asapp") >= 1
@@ -271,3 +273,62 @@ async def test_only_opted_in_meetings_are_bridged(asapp_emulator: AsappEmulator,
     bridge.on_event(audio_event(ALICE, b"", 1.0))  # silence: nothing to do, no error
     bridge.on_event(leave(ALICE))
     assert bridge.streams(SESSION.id) == {}
+
+
+async def test_url_outage_buffers_within_its_bound_and_counts_drops(
+    asapp_emulator: AsappEmulator, make_bridge: Any, metrics: RelayMetrics
+) -> None:
+    asapp_emulator.fail_url_requests(503, count=1_000_000)
+    bridge = await make_bridge(settings_for(asapp_emulator, buffer_max_ms=1_000))
+    alice = speech(13, 3.0)
+    feed(bridge, ALICE, alice)  # 3 s arrive while ASAPP is unreachable; only the newest 1 s is kept
+    await asapp_emulator.wait_until(lambda: asapp_emulator.url_requests >= 3)
+    stream = bridge.streams(SESSION.id)["100"]
+    assert stream.state.value == "connecting"
+    assert sample(metrics, "relay_asapp_audio_buffered_bytes") == 16_000
+    dropped = sample(metrics, "relay_asapp_audio_dropped_bytes_total", reason="buffer_full")
+    ds = Downsampler()
+    produced = sum(len(ds.process(c)) for c in chunks(alice))  # the filter's tail comes only at finish
+    assert dropped == produced - 16_000
+    asapp_emulator._url_failures.clear()
+    bridge.on_event(leave(ALICE))
+    await stream.wait_closed()
+    # The filter's tail, added at finish, pushed as much again out of the 1 s bound.
+    expected = expected_8k(alice)
+    kept = expected[-16_000:]
+    assert sample(metrics, "relay_asapp_audio_dropped_bytes_total", reason="buffer_full") == len(expected) - 16_000
+    account = asapp_emulator.account(SESSION.id, "100")
+    assert account.committed_bytes == len(kept)
+    assert account.sha256 == hashlib.sha256(kept).hexdigest()
+
+
+async def test_mixed_audio_is_one_stream(asapp_emulator: AsappEmulator, make_bridge: Any, collect: Any) -> None:
+    events = collect("relay:events:asapp:*:transcript.final")
+    bridge = await make_bridge(settings_for(asapp_emulator, audio="mixed", mixed_role="customer"))
+    mixed = speech(14, 0.6)
+    for i, c in enumerate(chunks(mixed)):
+        event = audio_event(None, c, 5.0 + i * 0.02)
+        bridge.on_event(event.model_copy(update={"payload": event.payload.model_copy(update={"mix": "mixed"})}))
+    bridge.on_event(audio_event(ALICE, speech(15, 0.1), 5.0))  # separate audio is ignored in mixed mode
+    [stream] = bridge.streams(SESSION.id).values()
+    bridge.on_disconnect(SESSION)
+    await stream.wait_closed()
+    assert_account(asapp_emulator, "mixed", mixed)
+    await events.wait_for(3)
+    assert {e.participant.role for e in events.events} == {"customer"}
+
+
+async def test_shutdown_finishes_every_stream(asapp_emulator: AsappEmulator, publisher: EventPublisher,
+                                               metrics: RelayMetrics, collect: Any) -> None:  # fmt: skip
+    summaries = collect("relay:events:asapp:*:stream.summary")
+    bridge = AsappBridge(settings_for(asapp_emulator), publisher, metrics)
+    await bridge.start()
+    alice, bob = speech(16, 0.3), speech(17, 0.3)
+    feed(bridge, ALICE, alice)
+    feed(bridge, BOB, bob)
+    await bridge.aclose()
+    assert_account(asapp_emulator, "100", alice)
+    assert_account(asapp_emulator, "200", bob)
+    await summaries.wait_for(2)
+    bridge.on_event(audio_event(ALICE, speech(16, 0.1), 9.0))  # after shutdown: ignored
+    assert bridge.meetings == 0
