@@ -179,13 +179,14 @@ class AsappEmulator:
         """Answer the next ``count`` URL requests with ``status`` (and ``Retry-After`` if given)."""
         self._url_failures.append(_UrlFailure(status, count, retry_after))
 
-    async def drop(self, speaker: str | None = None) -> int:
-        """Close the open streams (of ``speaker``) abruptly, as a crashed server would; returns how many."""
-        return await self._close_streams(speaker, None)
+    async def drop(self, speaker: str | None = None, code: int = 1011) -> int:
+        """Close the open streams (of ``speaker``) with ``code`` and no status message, as a crashed
+        server (1011) or a policy enforcer (1008) would; returns how many."""
+        return await self._close_streams(speaker, None, code)
 
     async def send_error(self, code: str, speaker: str | None = None, description: str = "emulated error") -> int:
         """Send a status error on the open streams (of ``speaker``) and close them."""
-        return await self._close_streams(speaker, (code, description))
+        return await self._close_streams(speaker, (code, description), 1000)
 
     async def send_malformed(self, speaker: str | None = None, frame: str = '{"message": 42, "oops": [') -> int:
         """Send a frame the client cannot parse; the stream stays open."""
@@ -197,7 +198,7 @@ class AsappEmulator:
                     n += 1
         return n
 
-    async def _close_streams(self, speaker: str | None, error: tuple[str, str] | None) -> int:
+    async def _close_streams(self, speaker: str | None, error: tuple[str, str] | None, close_code: int) -> int:
         n = 0
         for stream in list(self._streams):
             if stream.started_at is None or stream.dead or speaker not in (None, stream.speaker):
@@ -207,7 +208,7 @@ class AsappEmulator:
             with contextlib.suppress(Exception):
                 if error is not None:
                     await self._send_status(stream, "error", *error)
-                await stream.ws.close(code=1011 if error is None else 1000)
+                await stream.ws.close(code=close_code)
             n += 1
         self._touch()
         return n

@@ -492,7 +492,7 @@ class AsappStream:
         except TimeoutError:
             raise _Failure("start_timeout", "timeout", "no startResponse", permanent=False) from None
         except ConnectionClosed:
-            raise _Failure("closed", "closed", "socket closed before startResponse", permanent=False) from None
+            raise _closed(ws, "before startResponse") from None
 
     async def _read(self, conn: _Conn) -> None:
         """The socket's receive loop: transcripts, the final response, errors."""
@@ -523,8 +523,8 @@ class AsappStream:
             pass
         finally:
             if conn.failure is None and not conn.final.is_set():
-                conn.failure = _Failure("closed", "closed", "socket closed", permanent=False)
-                conn.kind = ErrorKind.TRANSIENT
+                conn.failure = _closed(conn.ws, "mid-stream")
+                conn.kind = ErrorKind.PERMANENT if conn.failure.permanent else ErrorKind.TRANSIENT
             conn.done.set()
             self._wake.set()
 
@@ -628,6 +628,14 @@ class AsappStream:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _closed(ws: ClientConnection, when: str) -> _Failure:
+    """A socket closed without an ASAPP status: 1008 (policy, as ASAPP's status 1008) is permanent, else transient."""
+    code = ws.close_code
+    if code == 1008:
+        return _Failure("closed_policy", "ws_1008", f"socket closed {when} with 1008 (policy)", permanent=True)
+    return _Failure("closed", "closed", f"socket closed {when} ({code})", permanent=False)
 
 
 def _url_failure(response: httpx.Response) -> _Failure:

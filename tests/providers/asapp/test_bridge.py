@@ -332,3 +332,14 @@ async def test_shutdown_finishes_every_stream(asapp_emulator: AsappEmulator, pub
     await summaries.wait_for(2)
     bridge.on_event(audio_event(ALICE, speech(16, 0.1), 9.0))  # after shutdown: ignored
     assert bridge.meetings == 0
+
+
+async def test_policy_close_is_permanent(asapp_emulator: AsappEmulator, make_bridge: Any, collect: Any) -> None:
+    errors = collect("relay:events:asapp:*:stream.error")
+    bridge = await make_bridge(settings_for(asapp_emulator))
+    feed(bridge, ALICE, speech(18, 1.0))
+    await asapp_emulator.wait_until(lambda: asapp_emulator.open_streams() == 1)
+    assert await asapp_emulator.drop(code=1008) == 1
+    [error] = await errors.wait_for(1)
+    assert (error.payload.code, error.payload.permanent) == ("ws_1008", True)
+    assert asapp_emulator.url_requests == 1  # no retry
