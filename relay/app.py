@@ -22,13 +22,14 @@ from redis.retry import Retry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route
 
 from relay.metrics import CONTENT_TYPE_LATEST, RelayMetrics
 from relay.observe import RecallObserver
 from relay.providers.asapp.bridge import AsappBridge
 from relay.providers.recall.auth import SignatureVerifier, TokenVerifier
 from relay.providers.recall.ingress import RecallIngress
+from relay.providers.videodb.service import VideoDBService
 from relay.publish import ChannelScheme, EventPublisher, PublisherConfig
 from relay.settings import Settings
 
@@ -95,7 +96,15 @@ def create_app(settings: Settings) -> Starlette:
         components.append(asapp)
         observers.append(asapp)
 
+    if settings.videodb.enabled:
+        # Redis keys (leases, rtstream registry, webhook dedupe) share the channel prefix, so two
+        # relay deployments on one Redis stay apart the same way their channels do.
+        videodb = VideoDBService(settings.videodb, publisher, metrics, redis, key_prefix=settings.redis.channel_prefix)
+        components.append(videodb)
+        extra_routes.extend(videodb.routes)
+
     recall = settings.recall
+    path = recall.path.rstrip("/") or "/recall"
     signatures = None
     if recall.signing_secrets or recall.require_signature:
         signatures = SignatureVerifier(
@@ -109,14 +118,15 @@ def create_app(settings: Settings) -> Starlette:
         tokens=TokenVerifier(t.get_secret_value() for t in recall.tokens),
         signatures=signatures,
         observers=observers,
+        paths=(path, path + "/"),
         max_connections=recall.max_connections,
+        max_frame_bytes=recall.max_frame_bytes,
+        ping_interval_s=recall.ping_interval_s,
+        ping_timeout_s=recall.ping_timeout_s,
     )
     relay = Relay(settings, metrics, redis, publisher, ingress, components)
 
-    path = recall.path.rstrip("/") or "/recall"
     routes: list[BaseRoute] = [
-        WebSocketRoute(path, ingress),
-        WebSocketRoute(path + "/", ingress),
         Route("/metrics", _metrics, methods=["GET"]),
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz, methods=["GET"]),
@@ -126,6 +136,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         publisher.start()
+        ingress.start()
         for component in components:
             await component.start()
         log.info("relay ready: Recall endpoint at %s, publishing to Redis", path)
@@ -135,6 +146,7 @@ def create_app(settings: Settings) -> Starlette:
             relay.begin_shutdown()
             for component in reversed(components):
                 await component.aclose()
+            await ingress.aclose(timeout=settings.server.shutdown_grace_s / 2)
             grace = settings.server.shutdown_grace_s
             left = grace - (time.monotonic() - (relay.shutdown_started or time.monotonic()))
             await publisher.close(timeout=max(left, 0.5))
@@ -147,28 +159,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.relay = relay
-    return RecallFastPath(app, ingress, {path, path + "/"})  # type: ignore[return-value]
-
-
-class RecallFastPath:
-    """Hands Recall WebSocket connections straight to the ingress, everything else to Starlette.
-
-    A WebSocket lives for hours, and every ASGI layer it passes through keeps a suspended
-    coroutine frame alive for that time: Starlette's error and exception middleware, the router
-    and the route. Skipping them for the one hot route saves a few KB per connection.
-    """
-
-    def __init__(self, app: Starlette, ingress: RecallIngress, paths: set[str]) -> None:
-        self.app = app
-        self.state = app.state
-        self._ingress = ingress
-        self._paths = frozenset(paths)
-
-    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-        if scope["type"] == "websocket" and scope["path"] in self._paths:
-            await self._ingress(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+    return app
 
 
 def _relay(request: Request) -> Relay:

@@ -108,6 +108,11 @@ class _CollectionRunner:
         finally:
             client.cancel()
             await asyncio.gather(client, return_exceptions=True)
+            if not client.cancelled() and client.exception() is not None:
+                # A bug, not an upstream failure (those are retried inside the client): log it; the
+                # runner gives the lease up and starts over, so one collection cannot wedge.
+                self._metrics.upstream_errors.labels("videodb", "internal").inc()
+                log.error("videodb %s: client crashed", self.collection.id, exc_info=client.exception())
 
 
 class VideoDBService:
