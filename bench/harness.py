@@ -1,0 +1,262 @@
+"""Runs one measurement: a target process, load-generator processes and the counting subscriber.
+
+:func:`run_load` is the one measurement every workload is made of::
+
+    with Bench() as bench:                       # a private redis-server for the whole session
+        result = bench.run_load("relay", kind="transcript", bots=20, rate=0, duration_s=5)
+
+A *target* is what receives the bots: ``relay`` (``relay serve``, the product), ``relay-w<K>``
+(K relay processes sharing the port with ``SO_REUSEPORT``, :mod:`bench.relay_worker`),
+``handwritten`` and ``forwarder`` (:mod:`bench.baselines`), or ``discard`` (the load generator's
+ceiling). Each run starts its target fresh and stops it after, so runs do not share warm state.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen, subscriber
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token-0123456789abcdef"
+TARGETS = ("relay", "handwritten", "forwarder", "discard")  # plus relay-w<K>
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _listeners(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:``port`` (one per worker with SO_REUSEPORT)."""
+    needle = f":{port:04X} 00000000:0000 0A"
+    with open("/proc/net/tcp") as f:
+        return sum(needle in line for line in f)
+
+
+def _free_port() -> int:
+    from relay.local_redis import free_port
+
+    return free_port()
+
+
+def proc_rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
+
+
+@dataclass
+class Target:
+    """A running target: its processes and the URL the bots connect to."""
+
+    name: str
+    port: int
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/recall/?token={TOKEN}"
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def rss_kb(self) -> int:
+        return sum(proc_rss_kb(pid) for pid in self.pids)
+
+    def cpu_s(self) -> float:
+        return sum(proc_cpu_s(pid) for pid in self.pids)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def start_target(name: str, redis_url: str, max_connections: int = 20_000, relay_src: Path | None = None) -> Target:
+    """Start target ``name`` on a free port and wait until every process listens; then warm it up.
+
+    ``relay_src`` runs the relay from that directory (say, a ``git archive`` of one commit) instead
+    of this checkout.
+    """
+    port = _free_port()
+    path = os.pathsep.join(str(p) for p in (relay_src, ROOT) if p is not None)
+    env = {**os.environ, "PYTHONPATH": path, "RELAY_REDIS_URL": redis_url, "RELAY_RECALL_TOKENS": TOKEN,
+           "RELAY_SERVER_LOG_LEVEL": "warning", "RELAY_SERVER_ACCESS_LOG": "false",
+           "RELAY_RECALL_MAX_CONNECTIONS": str(max_connections)}  # fmt: skip
+    py = sys.executable
+    if name == "relay":
+        commands = [[py, "-m", "relay.cli", "serve", "--port", str(port)]]
+    elif name.startswith("relay-w"):
+        commands = [[py, "-m", "bench.relay_worker", "--port", str(port)]] * int(name[len("relay-w") :])
+    elif name in ("handwritten", "forwarder", "discard"):
+        commands = [[py, "-m", f"bench.baselines.{name}", "--port", str(port), "--redis-url", redis_url, "--token", TOKEN]]
+    else:
+        raise ValueError(f"unknown target {name!r}")
+    target = Target(name, port)
+    for command in commands:
+        target.procs.append(subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL))
+    deadline = time.monotonic() + 30
+    while _listeners(port) < len(commands):
+        if time.monotonic() > deadline or any(p.poll() is not None for p in target.procs):
+            target.stop()
+            raise RuntimeError(f"target {name} did not start")
+        time.sleep(0.05)
+    _warm_up(target)
+    return target
+
+
+def _warm_up(target: Target) -> None:
+    """One bot, one frame per worker: imports and first-use allocations happen before measuring."""
+    import asyncio
+
+    async def one() -> None:
+        from relay.providers.recall.simulator import SimulatedBot
+
+        for _ in range(len(target.procs) * 2):
+            async with SimulatedBot(target.url, open_timeout=30) as bot:
+                before, after = loadgen.templates("transcript", 999_999)
+                from bench import marker
+
+                await bot.send(before + marker.make(time.time_ns(), 999_999, 0).decode() + after)
+        await asyncio.sleep(0.3)
+
+    asyncio.run(one())
+
+
+class Bench:
+    """A benchmark session: one private ``redis-server`` (pub/sub output buffers unbounded, so a
+    slow subscriber shows as latency, never as loss)."""
+
+    def __init__(self, loadgen_procs: int = 2, relay_src: Path | None = None) -> None:
+        from relay.local_redis import RedisServerProcess
+
+        self.loadgen_procs = loadgen_procs
+        self.relay_src = relay_src
+        self.redis = RedisServerProcess()
+        self.ctx = mp.get_context("spawn")
+
+    def __enter__(self) -> Bench:
+        import redis
+
+        self.redis.start()
+        client = redis.Redis.from_url(self.redis.url)
+        client.config_set("client-output-buffer-limit", "pubsub 0 0 0")
+        client.close()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.redis.close()
+
+    def run_load(self, target_name: str, *, kind: loadgen.Kind, bots: int, rate: float, duration_s: float,
+                 settle_s: float = 2.0, drain_timeout_s: float = 30.0) -> dict[str, Any]:  # fmt: skip
+        """One run against a fresh target; returns the result as a JSON-ready dict."""
+        target = start_target(target_name, self.redis.url, max_connections=bots + 100, relay_src=self.relay_src)
+        try:
+            return self._measure(target, kind, bots, rate, duration_s, settle_s, drain_timeout_s)
+        finally:
+            target.stop()
+
+    def _measure(self, target: Target, kind: loadgen.Kind, bots: int, rate: float, duration_s: float,
+                 settle_s: float, drain_timeout_s: float) -> dict[str, Any]:  # fmt: skip
+        ctx = self.ctx
+        counting = target.name != "discard" and kind != "idle"
+        rss_before = target.rss_kb()
+        sub = None
+        if counting:
+            sub_ready, sub_stop, count, sub_out = ctx.Event(), ctx.Event(), ctx.Value("q", 0, lock=False), ctx.Queue()
+            sub = ctx.Process(target=subscriber.process_main, args=(self.redis.url, sub_ready, sub_stop, count, sub_out))
+            sub.start()
+            if not sub_ready.wait(15):
+                raise RuntimeError("subscriber did not start")
+        ready, go, start_at, out = ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0, lock=False), ctx.Queue()
+        nprocs = max(1, min(self.loadgen_procs, bots))
+        per = -(-bots // nprocs)
+        gens = []
+        for i in range(nprocs):
+            first, n = i * per, min(per, bots - i * per)
+            if n <= 0:
+                continue
+            spec = loadgen.LoadSpec(target.url, kind, first, n, rate, duration_s)
+            gens.append(ctx.Process(target=loadgen.process_main, args=(spec, ready, go, start_at, out)))
+        for g in gens:
+            g.start()
+        connected = failed = 0
+        t_connect = time.monotonic()
+        for _ in gens:
+            status, n, err = ready.get(timeout=300)
+            if status != "ready":
+                raise RuntimeError(f"load generator failed: {err}")
+            connected += n
+            failed += err
+        connect_s = time.monotonic() - t_connect
+        rss_connected = None
+        if kind == "idle":
+            time.sleep(settle_s)
+            rss_connected = target.rss_kb()
+        cpu_begin = target.cpu_s()
+        start_at.value = time.time() + 0.5
+        go.set()
+        results = [out.get(timeout=duration_s + 300) for _ in gens]
+        for g in gens:
+            g.join(30)
+        sent = sum(r.get("sent", 0) for r in results)
+        received: dict[str, Any] = {}
+        if sub is not None:
+            deadline = time.monotonic() + drain_timeout_s
+            last, last_change = -1, time.monotonic()
+            while count.value < sent and time.monotonic() < deadline:
+                if count.value != last:
+                    last, last_change = count.value, time.monotonic()
+                elif time.monotonic() - last_change > 3.0:
+                    break  # stalled: what has not arrived is lost
+                time.sleep(0.05)
+            sub_stop.set()
+            received = sub_out.get(timeout=30)
+            sub.join(10)
+        cpu_used = target.cpu_s() - cpu_begin
+        began = start_at.value
+        ended = max((r.get("ended", began) for r in results), default=began)
+        result: dict[str, Any] = {
+            "target": target.name, "kind": kind, "bots": bots, "rate_per_bot": rate, "duration_s": duration_s,
+            "loadgen_procs": len(gens), "connected": connected, "connect_failed": failed,
+            "connect_s": round(connect_s, 2), "sent": sent,
+            "send_errors": sum(r.get("send_errors", 0) for r in results),
+            "send_rate": round(sent / (ended - began), 1) if ended > began else None,
+            "loadgen_behind_max_s": max((r.get("behind_max_s", 0.0) for r in results), default=0.0),
+            "target_cpu_s": round(cpu_used, 2),
+            "target_rss_kb": {"before": rss_before, "connected": rss_connected, "after": target.rss_kb()},
+            "errors": [r["error"] for r in results if "error" in r],
+        }  # fmt: skip
+        if received:
+            got = received["received"]
+            span = (received["last_ns"] / 1e9 - began) if received["last_ns"] else 0
+            result.update({
+                "received": got, "lost": sent - got, "duplicates": received["duplicates"],
+                "events_per_s": round(got / span, 1) if span > 0 else None,
+                "latency_ms": received["latency_ms"], "latency_mean_ms": received["latency_mean_ms"],
+                "cpu_us_per_event": round(cpu_used / got * 1e6, 1) if got else None,
+            })  # fmt: skip
+        if rss_connected is not None and connected:
+            result["rss_per_connection_kb"] = round((rss_connected - rss_before) / connected, 2)
+        return result

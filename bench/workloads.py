@@ -1,0 +1,177 @@
+"""The workloads: each runs the targets under one load and returns a JSON-ready result with ratios.
+
+Every function takes a :class:`~bench.harness.Bench` (one Redis for the session) and its knobs, and
+returns ``{"workload", "runs", "summary"}``; :mod:`bench.__main__` saves and prints it. The relay and
+the baselines are measured in the same call, with the same load generator, one after the other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bench.harness import Bench
+
+BASELINES = ("handwritten", "forwarder")
+Result = dict[str, Any]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def _p99(run: Result) -> float | None:
+    return (run.get("latency_ms") or {}).get("p99")
+
+
+def _clean(run: Result) -> bool:
+    """Everything sent arrived and every bot connected and sent without error."""
+    return run.get("lost", 1) == 0 and run["connect_failed"] == 0 and run["send_errors"] == 0 and not run["errors"]
+
+
+def flood(bench: Bench, bots: int = 20, duration_s: float = 5.0, targets: Sequence[str] = ("relay", *BASELINES)) -> Result:
+    """``bots`` bots send transcripts as fast as they can for ``duration_s``; events/s through Redis.
+
+    Also runs the load generator against the discard server: its send rate there is the most the
+    generator can offer, which has to exceed every target's throughput for the figures to mean anything.
+    """
+    runs = {t: bench.run_load(t, kind="transcript", bots=bots, rate=0, duration_s=duration_s) for t in (*targets, "discard")}
+    relay = runs.get("relay", {})
+    summary = {t: {"events_per_s": r.get("events_per_s"), "cpu_us_per_event": r.get("cpu_us_per_event"),
+                   "lost": r.get("lost"), "p99_ms": _p99(r)} for t, r in runs.items() if t != "discard"}  # fmt: skip
+    summary["loadgen_ceiling_per_s"] = runs["discard"]["send_rate"]
+    for b in BASELINES:
+        if b in runs and relay:
+            summary[f"relay_vs_{b}"] = _ratio(relay.get("events_per_s"), runs[b].get("events_per_s"))
+            summary[f"relay_vs_{b}_cpu_efficiency"] = _ratio(runs[b].get("cpu_us_per_event"), relay.get("cpu_us_per_event"))
+    best = max((r.get("events_per_s") or 0) for t, r in runs.items() if t != "discard")
+    summary["loadgen_headroom"] = _ratio(runs["discard"]["send_rate"], best)
+    summary["targets_met"] = {
+        "flood >= 2.5x handwritten": (summary.get("relay_vs_handwritten") or 0) >= 2.5,
+        "flood >= 1.0x forwarder": (summary.get("relay_vs_forwarder") or 0) >= 1.0,
+    }
+    return {"workload": "flood", "params": {"bots": bots, "duration_s": duration_s}, "runs": list(runs.values()), "summary": summary}
+
+
+def latency(bench: Bench, bots: int = 100, rate: float = 10.0, duration_s: float = 10.0,
+            targets: Sequence[str] = ("relay", *BASELINES)) -> Result:  # fmt: skip
+    """``bots`` x ``rate`` events/s steady (1,000 events/s by default); end-to-end latency percentiles."""
+    runs = {t: bench.run_load(t, kind="transcript", bots=bots, rate=rate, duration_s=duration_s) for t in targets}
+    summary: dict[str, Any] = {t: {"p50_ms": (r.get("latency_ms") or {}).get("p50"), "p99_ms": _p99(r), "lost": r.get("lost")}
+                               for t, r in runs.items()}  # fmt: skip
+    for b in BASELINES:
+        if b in runs and "relay" in runs:
+            summary[f"p99_baseline_{b}_over_relay"] = _ratio(_p99(runs[b]), _p99(runs["relay"]))
+    summary["targets_met"] = {"p99 < 2 ms at 1,000 events/s": (_p99(runs.get("relay", {})) or 1e9) < 2.0}
+    return {"workload": "latency", "params": {"bots": bots, "rate": rate, "duration_s": duration_s,
+            "events_per_s": bots * rate}, "runs": list(runs.values()), "summary": summary}  # fmt: skip
+
+
+def search(bench: Bench, target: str, run: Callable[[int], Result], passes: Callable[[Result], bool], *,
+           start: int, maximum: int, time_cap_s: float, precision: float = 0.1) -> tuple[int | None, list[Result]]:  # fmt: skip
+    """The largest N that passes: double from ``start`` until a failure, then bisect to ``precision``.
+
+    Stops at ``maximum`` or once ``time_cap_s`` has been spent (the answer is then a lower bound).
+    """
+    began = time.monotonic()
+    trials: list[Result] = []
+    good: int | None = None
+    bad: int | None = None
+    n = start
+    while time.monotonic() - began < time_cap_s:
+        result = run(n)
+        result["passed"] = passes(result)
+        trials.append(result)
+        print(f"  {target:12s} N={n:<6d} {'pass' if result['passed'] else 'FAIL'}  lost={result.get('lost')} "
+              f"p99={_p99(result)} ms  sent={result['sent']}", flush=True)  # fmt: skip
+        if result["passed"]:
+            good = n
+        else:
+            bad = n
+        if bad is None:
+            if n >= maximum:
+                break
+            n = min(maximum, n * 2)
+        elif good is None:
+            if n <= 1:
+                break
+            n = max(1, n // 2)
+        else:
+            if bad - good <= max(1, int(good * precision)):
+                break
+            n = (good + bad) // 2
+    return good, trials
+
+
+def capacity(bench: Bench, rate: float = 2.0, duration_s: float = 8.0, start: int = 250, maximum: int = 8000,
+             time_cap_s: float = 240.0, targets: Sequence[str] = ("relay", "forwarder", "handwritten")) -> Result:  # fmt: skip
+    """The most bots at ``rate`` events/s each with zero loss and p99 < 50 ms, per target."""
+
+    def passes(r: Result) -> bool:
+        return _clean(r) and (_p99(r) or 1e9) < 50.0
+
+    summary: dict[str, Any] = {}
+    runs: list[Result] = []
+    for t in targets:
+        best, trials = search(bench, t, lambda n, t=t: bench.run_load(t, kind="transcript", bots=n, rate=rate,
+                              duration_s=duration_s), passes, start=start, maximum=maximum, time_cap_s=time_cap_s)  # fmt: skip
+        runs += trials
+        summary[t] = {"max_bots": best, "trials": [(r["bots"], r["passed"], _p99(r), r.get("lost")) for r in trials]}
+    relay_best = summary.get("relay", {}).get("max_bots")
+    for b in BASELINES:
+        if b in summary:
+            summary[f"relay_vs_{b}"] = _ratio(relay_best, summary[b]["max_bots"])
+    summary["targets_met"] = {">= 5,000 bots at 2 events/s, zero loss, p99 < 50 ms": (relay_best or 0) >= 5000}
+    return {"workload": "capacity", "params": {"rate": rate, "duration_s": duration_s, "start": start, "maximum": maximum,
+            "time_cap_s": time_cap_s}, "runs": runs, "summary": summary}  # fmt: skip
+
+
+def audio(bench: Bench, rate: float = 50.0, duration_s: float = 5.0, start: int = 50, maximum: int = 800,
+          time_cap_s: float = 180.0, targets: Sequence[str] = ("relay", "forwarder", "handwritten")) -> Result:  # fmt: skip
+    """The most bots sending 20 ms audio buffers at ``rate``/s each in real time, per target.
+
+    Real time: zero loss, the generator kept its schedule (no frame left more than 100 ms late:
+    otherwise the target pushed back and the bots fell behind the meeting), and p99 < 100 ms (five
+    buffers) from send to subscriber. The discard server shows the generator's own ceiling.
+    """
+
+    def passes(r: Result) -> bool:
+        return _clean(r) and r["loadgen_behind_max_s"] < 0.1 and (_p99(r) or 1e9) < 100.0
+
+    summary: dict[str, Any] = {}
+    runs: list[Result] = []
+    for t in (*targets, "discard"):
+        check = passes if t != "discard" else (lambda r: r["loadgen_behind_max_s"] < 0.1 and r["send_errors"] == 0)
+        best, trials = search(bench, t, lambda n, t=t: bench.run_load(t, kind="audio", bots=n, rate=rate,
+                              duration_s=duration_s), check, start=start, maximum=maximum, time_cap_s=time_cap_s)  # fmt: skip
+        runs += trials
+        summary[t] = {"max_bots": best, "trials": [(r["bots"], r["passed"], _p99(r), r.get("lost")) for r in trials]}
+    relay_best = summary.get("relay", {}).get("max_bots")
+    for b in BASELINES:
+        if b in summary:
+            summary[f"relay_vs_{b}"] = _ratio(relay_best, summary[b]["max_bots"])
+    summary["targets_met"] = {">= 400 bots of audio in real time, zero loss": (relay_best or 0) >= 400}
+    return {"workload": "audio", "params": {"rate": rate, "duration_s": duration_s, "start": start, "maximum": maximum,
+            "time_cap_s": time_cap_s}, "runs": runs, "summary": summary}  # fmt: skip
+
+
+def idle(bench: Bench, bots: int = 2000, hold_s: float = 1.0, targets: Sequence[str] = ("relay", *BASELINES)) -> Result:
+    """``bots`` connected, silent bots: the target's RSS growth per connection (``/proc/<pid>/status``)."""
+    runs = {t: bench.run_load(t, kind="idle", bots=bots, rate=0, duration_s=hold_s) for t in targets}
+    summary: dict[str, Any] = {t: {"rss_per_connection_kb": r.get("rss_per_connection_kb")} for t, r in runs.items()}
+    for b in BASELINES:
+        if b in runs and "relay" in runs:
+            summary[f"relay_over_{b}"] = _ratio(runs["relay"].get("rss_per_connection_kb"), runs[b].get("rss_per_connection_kb"))
+    summary["targets_met"] = {"<= 15 KB RSS per idle connection": (runs.get("relay", {}).get("rss_per_connection_kb") or 1e9) <= 15}
+    return {"workload": "idle", "params": {"bots": bots}, "runs": list(runs.values()), "summary": summary}
+
+
+def scaling(bench: Bench, bots: int = 20, duration_s: float = 5.0, workers: Sequence[int] = (1, 2)) -> Result:
+    """Flood against 1 and 2 relay processes sharing the port (``SO_REUSEPORT``, :mod:`bench.relay_worker`)."""
+    runs = {k: bench.run_load(f"relay-w{k}", kind="transcript", bots=bots, rate=0, duration_s=duration_s) for k in workers}
+    summary: dict[str, Any] = {f"workers_{k}": {"events_per_s": r.get("events_per_s"), "cpu_us_per_event": r.get("cpu_us_per_event"),
+                               "lost": r.get("lost")} for k, r in runs.items()}  # fmt: skip
+    if 1 in runs and 2 in runs:
+        summary["speedup_2_over_1"] = _ratio(runs[2].get("events_per_s"), runs[1].get("events_per_s"))
+    return {"workload": "scaling", "params": {"bots": bots, "duration_s": duration_s}, "runs": list(runs.values()), "summary": summary}
