@@ -236,3 +236,26 @@ async def videodb_emulator() -> AsyncIterator[Any]:
 
     async with VideoDBEmulator(api_key="sk-test-videodb", collections=("default", "other")) as emulator:
         yield emulator
+
+
+# --- recall simulator ---
+
+
+@pytest.fixture
+async def recall_bot() -> AsyncIterator[Any]:
+    """``bot = await recall_bot(url, retry=..., connect=True)``: a connected ``SimulatedBot``,
+    closed at teardown (so no test leaks a socket or its retry task)."""
+    from relay.providers.recall.simulator import SimulatedBot
+
+    bots: list[Any] = []
+
+    async def make(url: str, *, connect: bool = True, **kwargs: Any) -> Any:
+        bot = SimulatedBot(url, **kwargs)
+        bots.append(bot)
+        if connect:
+            await bot.connect()
+        return bot
+
+    yield make
+    for bot in bots:
+        await bot.close()

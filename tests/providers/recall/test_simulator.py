@@ -263,3 +263,20 @@ async def test_signed_handshakes_verify_and_are_fresh_per_attempt(endpoint: Endp
     await unsigned.connect()
     await unsigned.close()
     assert "webhook-signature" not in endpoint.headers[2]
+
+
+async def test_a_meeting_through_the_real_relay_reaches_redis(start_relay, collect, recall_bot) -> None:
+    relay = await start_relay()
+    text = collect("relay:events:recall:*")
+    media = collect("relay:media:recall:*")
+    bot = await recall_bot(relay.recall_url(), retry=FAST_RETRY)
+    options = MeetingOptions(duration_s=1.0, participants=2, audio="separate", video=True, rate=8, realtime=False, seed=3)
+    await run_meeting(bot, options)
+    n_media = bot.sent["audio_separate_raw.data"] + bot.sent["video_separate_png.data"]
+    await text.wait_for(bot.frames_sent - n_media)
+    await media.wait_for(n_media)
+    assert {e.session.id for e in text.events + media.events} == {bot.identity.recording_id}
+    assert [e.type for e in text.events][:2] == ["participant.join"] * 2
+    assert [e.type for e in text.events][-2:] == ["participant.leave"] * 2
+    assert sum(e.type == "video.frame" for e in media.events) == bot.sent["video_separate_png.data"] == 2 * 2
+    assert bot.drops == 0 and bot.connects == 1
