@@ -45,6 +45,12 @@ class RelayMetrics:
         self.bytes_received = Counter(
             "relay_received_bytes_total", "Payload bytes read from providers.", ["source"], registry=r
         )
+        self.backpressure_pauses = Counter(
+            "relay_backpressure_pauses_total",
+            "Times a connection stopped reading its socket because the publish queue was full.",
+            ["source"],
+            registry=r,
+        )
         self.frames_rejected = Counter(
             "relay_frames_rejected_total",
             "Frames or messages that could not be parsed, by reason; the connection stays open.",

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from itertools import islice
-from typing import Final
+from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -110,6 +110,9 @@ class EventPublisher:
         self._published = 0
         self._dropped = 0
         self._accepted = 0
+        # Bound metric children per (source, type): label lookups cost more than the increment.
+        self._received_children: dict[tuple[str, str], Any] = {}
+        self._published_children: dict[tuple[str, str], Any] = {}
         metrics.queue_depth.set_function(self._queue.qsize)
         metrics.outage_buffer_bytes.set_function(lambda: self._backlog_bytes if not self._redis_ok else 0)
         metrics.outage_buffer_events.set_function(lambda: len(self._backlog) if not self._redis_ok else 0)
@@ -119,6 +122,24 @@ class EventPublisher:
 
     async def publish(self, event: EventBase, received_ns: int | None = None) -> None:
         """Accept one event; waits (backpressure) while the queue is full."""
+        item = self._accept(event, received_ns)
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            await self._queue.put(item)
+
+    def try_publish(self, event: EventBase, received_ns: int | None = None) -> bool:
+        """Accept one event if the queue has room, without waiting; False (nothing accepted) if full.
+
+        For producers that cannot await (a socket protocol's ``data_received``): on False they
+        stop reading their socket and fall back to awaiting :meth:`publish`.
+        """
+        if self._queue.full():
+            return False
+        self._queue.put_nowait(self._accept(event, received_ns))
+        return True
+
+    def _accept(self, event: EventBase, received_ns: int | None) -> _Outgoing:
         type_label = "generic" if isinstance(event, GenericEvent) else event.type
         item = _Outgoing(
             channel=self.channels.channel(event),
@@ -128,12 +149,16 @@ class EventPublisher:
             media=event.is_media,
             received_ns=time.monotonic_ns() if received_ns is None else received_ns,
         )
-        self._metrics.events_received.labels(item.source, type_label).inc()
+        self._received(item.source, type_label).inc()
         self._accepted += 1
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            await self._queue.put(item)
+        return item
+
+    def _received(self, source: str, type_label: str):  # type: ignore[no-untyped-def]
+        key = (source, type_label)
+        child = self._received_children.get(key)
+        if child is None:
+            child = self._received_children[key] = self._metrics.events_received.labels(source, type_label)
+        return child
 
     @property
     def redis_ok(self) -> bool:
@@ -213,14 +238,18 @@ class EventPublisher:
 
     def _on_sent(self, batch: list[_Outgoing]) -> None:
         now = time.monotonic_ns()
-        published = self._metrics.events_published
+        children = self._published_children
         latency = self._metrics.publish_latency
         for item in batch:
             self._backlog.popleft()
             self._backlog_bytes -= len(item.body)
             if item.media:
                 self._backlog_media -= 1
-            published.labels(item.source, item.type).inc()
+            key = (item.source, item.type)
+            child = children.get(key)
+            if child is None:
+                child = children[key] = self._metrics.events_published.labels(*key)
+            child.inc()
             latency.observe((now - item.received_ns) / 1e9)
             self._queue.task_done()
         self._published += len(batch)

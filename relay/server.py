@@ -13,25 +13,9 @@ from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from relay.app import Relay
 from relay.settings import Settings
-
-
-class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, minus a way to lose accepted frames.
-
-    When one read from the socket holds complete frames followed by an invalid one (an oversize
-    frame, say), uvicorn closes the connection without delivering the complete frames it has
-    already parsed. Here they reach the app first, then the connection closes (1009 for size).
-    """
-
-    def data_received(self, data: bytes) -> None:
-        self.conn.receive_data(data)
-        self.handle_events()
-        if self.conn.parser_exc is not None:
-            self.handle_parser_exception()
 
 
 class RelayServer(uvicorn.Server):
@@ -51,20 +35,16 @@ class RelayServer(uvicorn.Server):
 
 def uvicorn_config(app: Starlette, settings: Settings, *, fd: int | None = None) -> uvicorn.Config:
     """The uvicorn configuration the relay runs with (also used by tests, on a bound socket)."""
-    server, recall = settings.server, settings.recall
+    server = settings.server
     grace = server.shutdown_grace_s
     return uvicorn.Config(
         app,
         host=server.host,
         port=server.port,
         fd=fd,
-        # The sans-I/O websockets protocol: keepalive pings, 1009 on oversize frames, and it stops
-        # reading a socket whose messages the app has not taken yet (backpressure).
-        ws=RelayWebSocketProtocol,
-        ws_max_size=recall.max_frame_bytes,
-        ws_ping_interval=recall.ping_interval_s,
-        ws_ping_timeout=recall.ping_timeout_s,
-        ws_per_message_deflate=False,
+        # WebSocket upgrades go to the Recall ingress' own protocol (see relay.providers.recall.
+        # ingress): frames, size limit, pings and backpressure are handled there, not over ASGI.
+        ws=app.state.relay.ingress.protocol_factory,
         http="httptools",
         loop="uvloop",
         lifespan="on",

@@ -1,45 +1,59 @@
 """RecallIngress: the WebSocket endpoint Recall bots connect to.
 
-The I/O shell around :class:`~relay.providers.recall.parse.RecallParser`: it authorizes the
-upgrade, reads frames, hands each frame to the parser and each resulting event to the publisher
-and the observers, and accounts for everything in metrics.
+A Recall bot holds one socket for a whole meeting, and a relay holds thousands of them, so the
+endpoint is not an ASGI app: each bot is a :class:`RecallConnection`, an :class:`asyncio.Protocol`
+driving websockets' sans-I/O :class:`~websockets.server.ServerProtocol`. A frame goes from
+``data_received`` through :class:`~relay.providers.recall.parse.RecallParser` into the publisher's
+queue without a task switch, a per-connection queue or a suspended coroutine; an idle connection
+costs a few objects. uvicorn still owns the listening socket, HTTP and TLS, and hands WebSocket
+upgrades to :meth:`RecallIngress.protocol_factory` (its documented ``ws`` protocol-class option).
 
-* **Before accept**: the token (and, when configured, the signature) is checked and the connection
-  cap enforced; a refused handshake gets an HTTP 403 (or 503 when full / shutting down) and is
-  counted by reason. The query string never reaches a log line.
+* **Before accept**: the path, the token (and, when configured, the signature) and the connection
+  cap are checked; a refused handshake gets an HTTP 403 (404 for another path, 503 when full or
+  draining) and is counted by reason. The query string never reaches a log line.
 * **Per frame**: a frame that does not parse is counted (``relay_frames_rejected_total``), logged
-  once per connection with its reason, and skipped; the bot's connection and everything it sent
-  before stay good. Oversize frames are refused by the WebSocket layer with close code 1009.
-* **Backpressure**: the handler awaits the publisher, so when the publish queue is full it stops
-  reading and the bot's socket is flow-controlled by TCP instead of memory growing.
-* **Shutdown**: uvicorn closes open sockets with 1012 (service restart), so Recall's retries land
-  on another replica; frames already read are still published.
+  once per connection with its reason, and skipped; the connection and everything it sent before
+  stay good. Frames over ``max_frame_bytes`` close the connection with 1009, after the frames that
+  arrived before it have been published.
+* **Backpressure**: when the publish queue is full the connection stops reading its socket (TCP
+  then slows the bot) and resumes when its events are in.
+* **Keepalive**: one timer pings every connection quiet for ``ping_interval`` and closes (1011)
+  those that do not answer within ``ping_timeout``.
+* **Shutdown**: uvicorn calls :meth:`RecallConnection.shutdown`, which closes with 1012 (service
+  restart) so Recall's retries land on another replica; frames already read are still published.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl
 
-from starlette.responses import PlainTextResponse
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from websockets.exceptions import PayloadTooBig
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 from relay.metrics import RelayMetrics
 from relay.observe import RecallObserver
 from relay.providers.recall.auth import SignatureVerifier, TokenVerifier
 from relay.providers.recall.parse import FrameError, RecallParser
 from relay.publish import EventPublisher
+from relay.schema import EventBase
 
 log = logging.getLogger("relay.recall")
 
 SOURCE = "recall"
+_UTC = timezone.utc
 
 
 class RecallIngress:
-    """ASGI WebSocket endpoint for Recall bots (mount it at ``/recall`` and ``/recall/``)."""
+    """State shared by every Recall connection, and the factory uvicorn builds them with."""
 
     def __init__(
         self,
@@ -49,116 +63,340 @@ class RecallIngress:
         tokens: TokenVerifier,
         signatures: SignatureVerifier | None = None,
         observers: Sequence[RecallObserver] = (),
+        paths: Iterable[str] = ("/recall", "/recall/"),
         max_connections: int = 10_000,
+        max_frame_bytes: int = 4 * 1024 * 1024,
+        ping_interval_s: float = 20.0,
+        ping_timeout_s: float = 20.0,
     ) -> None:
-        self._publisher = publisher
-        self._metrics = metrics
+        self.publisher = publisher
+        self.metrics = metrics
+        self.observers = tuple(observers)
         self._tokens = tokens
         self._signatures = signatures
-        self._observers = tuple(observers)
-        self._max_connections = max_connections
-        self._open = 0
-        self._closing = False
+        self._paths = frozenset(paths)
+        self.max_connections = max_connections
+        self.max_frame_bytes = max_frame_bytes
+        self.ping_interval = ping_interval_s
+        self.ping_timeout = ping_timeout_s
+        self.connections: set[RecallConnection] = set()
+        self.closing = False
+        self._keepalive: asyncio.Task[None] | None = None
+        self._backpressured: set[asyncio.Task[None]] = set()
         # Label children bound once: the per-frame path must not look them up.
-        self._frames = metrics.frames_received.labels(SOURCE)
-        self._bytes = metrics.bytes_received.labels(SOURCE)
-        self._open_gauge = metrics.connections_open.labels(SOURCE)
-        self._accepted = metrics.connections_accepted.labels(SOURCE)
+        self.frames = metrics.frames_received.labels(SOURCE)
+        self.bytes = metrics.bytes_received.labels(SOURCE)
+        self.open_gauge = metrics.connections_open.labels(SOURCE)
+        self.accepted = metrics.connections_accepted.labels(SOURCE)
 
     @property
     def open_connections(self) -> int:
-        return self._open
+        return len(self.connections)
+
+    def protocol_factory(self, config: Any = None, server_state: Any = None, app_state: Any = None, **_: Any) -> RecallConnection:
+        """What uvicorn calls for each WebSocket upgrade (``uvicorn.Config(ws=...)``)."""
+        return RecallConnection(self, server_state.connections if server_state is not None else set())
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._keepalive is None:
+            self._keepalive = asyncio.create_task(self._ping_loop(), name="recall-keepalive")
 
     def begin_shutdown(self) -> None:
         """Refuse new connections from now on (503), so a draining replica takes no new bots."""
-        self._closing = True
+        self.closing = True
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        websocket = WebSocket(scope, receive, send)
-        reason = self._refusal(websocket)
-        if reason is not None:
-            await self._refuse(websocket, reason)
-            return
-        await websocket.accept()
-        self._open += 1
-        self._open_gauge.inc()
-        self._accepted.inc()
-        code = 1006
-        try:
-            code = await self._serve(receive)
-        finally:
-            self._open -= 1
-            self._open_gauge.dec()
-            self._metrics.connections_closed.labels(SOURCE, str(code)).inc()
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Stop pinging; wait for connections still handing events to a full queue."""
+        self.begin_shutdown()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        if self._backpressured:
+            await asyncio.wait(self._backpressured, timeout=timeout)
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self._backpressured.add(task)
+        task.add_done_callback(self._backpressured.discard)
 
     # --- handshake -----------------------------------------------------------------------------
 
-    def _refusal(self, websocket: WebSocket) -> str | None:
-        if self._closing:
-            return "shutting_down"
-        if self._open >= self._max_connections:
-            return "over_capacity"
-        reason = self._tokens.check(websocket.query_params.get("token"))
+    def refusal(self, request: Request) -> tuple[int, str] | None:
+        """None to accept the upgrade, else (HTTP status, reason)."""
+        path, _, query = request.path.partition("?")
+        if path not in self._paths:
+            return 404, "unknown_path"
+        if self.closing:
+            return 503, "shutting_down"
+        if len(self.connections) >= self.max_connections:
+            return 503, "over_capacity"
+        token = None
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key == "token":
+                token = value
+                break
+        reason = self._tokens.check(token)
         if reason is None and self._signatures is not None:
-            reason = self._signatures.check(websocket.headers)
-        return reason
+            reason = self._signatures.check(request.headers)
+        return None if reason is None else (403, reason)
 
-    async def _refuse(self, websocket: WebSocket, reason: str) -> None:
-        self._metrics.connections_rejected.labels(SOURCE, reason).inc()
-        client = websocket.client.host if websocket.client else "?"
-        log.warning("refused Recall connection from %s: %s", client, reason)
-        status = 503 if reason in ("over_capacity", "shutting_down") else 403
-        body = "relay is full, retry later\n" if status == 503 else "forbidden\n"
-        await websocket.send_denial_response(PlainTextResponse(body, status_code=status))
+    # --- keepalive -----------------------------------------------------------------------------
+
+    async def _ping_loop(self) -> None:
+        """Ping quiet connections; close those whose ping went unanswered."""
+        tick = min(self.ping_interval, self.ping_timeout) / 2
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.keepalive(now, self.ping_interval, self.ping_timeout)
+
+
+class RecallConnection(asyncio.Protocol):
+    """One Recall bot's socket: handshake, frames → parser → publisher, close."""
+
+    __slots__ = (
+        "_ingress", "_uvicorn_connections", "_transport", "_ws", "_parser", "_client", "_open",
+        "_last_seen", "_ping_sent_at", "_fragments", "_text", "_backlog", "_rejected", "_close_code",
+    )  # fmt: skip
+
+    def __init__(self, ingress: RecallIngress, uvicorn_connections: set[Any]) -> None:
+        self._ingress = ingress
+        self._uvicorn_connections = uvicorn_connections
+        self._transport: asyncio.Transport | None = None
+        self._ws = ServerProtocol(max_size=ingress.max_frame_bytes)
+        self._parser: RecallParser | None = None
+        self._client = "?"
+        self._open = False
+        self._last_seen = 0.0
+        self._ping_sent_at: float | None = None
+        self._fragments: list[bytes] | None = None
+        self._text = False
+        self._backlog: deque[tuple[EventBase, int]] | None = None
+        self._rejected = 0
+        self._close_code: int | None = None
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self._client = f"{peer[0]}:{peer[1]}"
+        # uvicorn closes what is in this set on shutdown (calling shutdown()) and waits for it.
+        self._uvicorn_connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        ws = self._ws
+        ws.receive_data(data)
+        self._last_seen = time.monotonic()
+        for event in ws.events_received():
+            if type(event) is Frame:
+                self._frame(event)
+            elif isinstance(event, Request):
+                self._handshake(event)
+        exc = ws.parser_exc
+        if exc is not None and self._close_code is None:
+            self._protocol_error(exc)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self._ws.receive_eof()
+        self._flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._uvicorn_connections.discard(self)
+        if not self._open:
+            return
+        self._open = False
+        ingress = self._ingress
+        ingress.connections.discard(self)
+        ingress.open_gauge.dec()
+        ws = self._ws
+        code = self._close_code or (ws.close_rcvd.code if ws.close_rcvd is not None else 1006)
+        ingress.metrics.connections_closed.labels(SOURCE, str(code)).inc()
+        session = self._parser.session if self._parser is not None else None
+        if self._rejected:
+            log.warning("Recall connection %s (session %s) closed (%d) with %d rejected frames",
+                        self._client, _session_id(self._parser), code, self._rejected)  # fmt: skip
+        else:
+            log.info("Recall connection %s (session %s) closed (%d)", self._client, _session_id(self._parser), code)
+        if session is not None:
+            for observer in ingress.observers:
+                try:
+                    observer.on_disconnect(session)
+                except Exception:
+                    log.exception("observer %s failed on disconnect", type(observer).__name__)
+
+    # --- uvicorn's connection interface --------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """The server is stopping: close with 1012 so Recall retries elsewhere."""
+        if self._open:
+            self._close(1012, "service restart")
+        elif self._transport is not None:
+            self._transport.close()
+
+    # --- handshake -----------------------------------------------------------------------------
+
+    def _handshake(self, request: Request) -> None:
+        ingress = self._ingress
+        ws = self._ws
+        refused = ingress.refusal(request)
+        if refused is None:
+            response = ws.accept(request)
+            if response.status_code != 101:
+                refused = (response.status_code, "bad_handshake")
+        else:
+            status, reason = refused
+            text = {403: "forbidden\n", 404: "not found\n"}.get(status, "relay is full or restarting, retry later\n")
+            response = ws.reject(status, text)
+        ws.send_response(response)
+        if refused is not None:
+            status, reason = refused
+            ingress.metrics.connections_rejected.labels(SOURCE, reason).inc()
+            log.warning("refused Recall connection from %s: %s (HTTP %d)", self._client, reason, status)
+            return
+        self._open = True
+        self._parser = RecallParser()
+        ingress.connections.add(self)
+        ingress.open_gauge.inc()
+        ingress.accepted.inc()
+        log.info("Recall connection %s accepted", self._client)
 
     # --- frames --------------------------------------------------------------------------------
 
-    async def _serve(self, receive: Receive) -> int:
-        """Read frames until the socket closes; returns the close code."""
-        parser = RecallParser()
-        publish = self._publisher.publish
-        observers = self._observers
-        frames = self._frames
-        nbytes = self._bytes
-        rejected = 0
-        while True:
-            message = await receive()
-            if message["type"] != "websocket.receive":
-                break
-            received_ns = time.monotonic_ns()
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            frames.inc()
-            nbytes.inc(len(data))
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if not frame.fin:
+                self._fragments = [frame.data]
+                self._text = opcode is Opcode.TEXT
+                return
+            self._message(frame.data, opcode is Opcode.TEXT)
+        elif opcode is Opcode.CONT:
+            if self._fragments is None:
+                return
+            self._fragments.append(frame.data)
+            if frame.fin:
+                data, self._fragments = b"".join(self._fragments), None
+                self._message(data, self._text)
+        elif opcode is Opcode.PONG:
+            self._ping_sent_at = None
+        elif opcode is Opcode.CLOSE:
+            pass  # ServerProtocol answers the close; connection_lost follows
+        # PING: ServerProtocol queues the PONG.
+
+    def _message(self, data: bytes, text: bool) -> None:
+        ingress = self._ingress
+        received_ns = time.monotonic_ns()
+        ingress.frames.inc()
+        ingress.bytes.inc(len(data))
+        parser = self._parser
+        assert parser is not None
+        try:
+            payload: str | bytes = data.decode() if text else data
+        except UnicodeDecodeError:
+            self._reject(FrameError("invalid_utf8", "text frame is not UTF-8"))
+            return
+        try:
+            events = parser.feed(payload, datetime.now(_UTC))
+        except FrameError as exc:
+            self._reject(exc)
+            return
+        if self._backlog is not None:
+            self._backlog.extend((event, received_ns) for event in events)
+            return
+        publisher = ingress.publisher
+        for i, event in enumerate(events):
+            if not publisher.try_publish(event, received_ns):
+                # The queue is full: stop reading this socket and wait for room.
+                self._backlog = deque((e, received_ns) for e in events[i:])
+                assert self._transport is not None
+                self._transport.pause_reading()
+                ingress.metrics.backpressure_pauses.labels(SOURCE).inc()
+                ingress.track(asyncio.create_task(self._drain_backlog()))
+                return
+            self._observe(event)
+
+    async def _drain_backlog(self) -> None:
+        backlog = self._backlog
+        assert backlog is not None
+        publish = self._ingress.publisher.publish
+        while backlog:
+            event, received_ns = backlog.popleft()
+            await publish(event, received_ns)
+            self._observe(event)
+        self._backlog = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def _observe(self, event: EventBase) -> None:
+        for observer in self._ingress.observers:
             try:
-                events = parser.feed(data, datetime.now(timezone.utc))
-            except FrameError as exc:
-                rejected += 1
-                self._metrics.frames_rejected.labels(SOURCE, exc.reason).inc()
-                if rejected == 1:  # once per connection; the metric counts the rest
-                    log.warning("rejected a Recall frame (%s) on session %s: %s", exc.reason, _session(parser), exc)
-                continue
-            for event in events:
-                await publish(event, received_ns)
-                for observer in observers:
-                    try:
-                        observer.on_event(event)
-                    except Exception:  # a bridge's bug must not cost the bot its connection
-                        self._metrics.frames_rejected.labels(SOURCE, "observer_error").inc()
-                        log.exception("observer %s failed on a %s event", type(observer).__name__, event.type)
-        code = int(message.get("code", 1005))
-        if code == 1009:
-            self._metrics.frames_rejected.labels(SOURCE, "oversize").inc()
-            log.warning("closed Recall session %s: frame over the size limit (1009)", _session(parser))
-        session = parser.session
-        if session is not None:
-            for observer in observers:
-                observer.on_disconnect(session)
-        if rejected:
-            log.warning("Recall session %s closed (%d) with %d rejected frames", _session(parser), code, rejected)
-        return code
+                observer.on_event(event)
+            except Exception:  # a bridge's bug must not cost the bot its connection
+                self._ingress.metrics.frames_rejected.labels(SOURCE, "observer_error").inc()
+                log.exception("observer %s failed on a %s event", type(observer).__name__, event.type)
+
+    def _reject(self, exc: FrameError) -> None:
+        self._rejected += 1
+        self._ingress.metrics.frames_rejected.labels(SOURCE, exc.reason).inc()
+        if self._rejected == 1:  # once per connection; the metric counts the rest
+            log.warning("rejected a Recall frame (%s) on session %s: %s", exc.reason, _session_id(self._parser), exc)
+
+    def _protocol_error(self, exc: Exception) -> None:
+        ws = self._ws
+        self._close_code = ws.close_sent.code if ws.close_sent is not None else 1002
+        if isinstance(exc, PayloadTooBig):
+            reason = "oversize"
+        elif isinstance(exc, EOFError):
+            return  # the peer vanished mid-frame; connection_lost counts it
+        else:
+            reason = "protocol_error"
+        self._ingress.metrics.frames_rejected.labels(SOURCE, reason).inc()
+        log.warning("closing Recall connection %s (session %s): %s (%d)",
+                    self._client, _session_id(self._parser), reason, self._close_code)  # fmt: skip
+
+    # --- output --------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        for chunk in self._ws.data_to_send():
+            if chunk:
+                transport.write(chunk)
+            else:  # ServerProtocol's signal to close the TCP connection
+                transport.close()
+                return
+        if self._ws.close_expected():
+            # A server closes TCP first: after the closing handshake, or once it sent a close.
+            transport.close()
+
+    def _close(self, code: int, reason: str) -> None:
+        if self._close_code is None:
+            self._close_code = code
+            self._ws.send_close(code, reason)
+            self._flush()
+        if self._transport is not None:
+            self._transport.close()
+
+    def keepalive(self, now: float, interval: float, timeout: float) -> None:
+        if not self._open:
+            return
+        if self._ping_sent_at is not None:
+            if now - self._ping_sent_at > timeout:
+                log.warning("Recall connection %s (session %s) did not answer a ping in %.0f s",
+                            self._client, _session_id(self._parser), timeout)  # fmt: skip
+                self._close(1011, "keepalive ping timeout")
+        elif now - self._last_seen >= interval:
+            self._ping_sent_at = now
+            self._ws.send_ping(b"")
+            self._flush()
 
 
-def _session(parser: RecallParser) -> str:
-    return parser.session.id if parser.session is not None else "(unknown)"
+def _session_id(parser: RecallParser | None) -> str:
+    return parser.session.id if parser is not None and parser.session is not None else "(unknown)"

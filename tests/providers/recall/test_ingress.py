@@ -203,3 +203,34 @@ async def test_ops_endpoints(start_relay, redis_server) -> None:
         assert ready.status_code == 503 and ready.json()["redis"] == "unavailable"
         assert (await http.get("/healthz")).status_code == 200
     redis_server.start()
+
+
+async def test_quiet_bots_are_pinged_and_dead_ones_closed_1011(start_relay) -> None:
+    relay = await start_relay(recall={"ping_interval_s": 0.2, "ping_timeout_s": 0.3})
+    alive = await open_bot(relay.recall_url(), ping_interval=None)  # answers pings, sends none
+    # A peer that completes the handshake and then never reads: it cannot answer a ping.
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    writer.write(
+        f"GET /recall/?token={RECALL_TOKEN} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert (await reader.readline()).startswith(b"HTTP/1.1 101")
+    await wait_for_metric(relay, "relay_connections_closed_total", 1, source="recall", code="1011")
+    async with asyncio.timeout(5):
+        while not reader.at_eof():  # the relay closed the TCP connection
+            await reader.read(65536)
+    writer.close()
+    assert alive.state.name == "OPEN"
+    await alive.close()
+
+
+async def test_a_full_queue_stops_reading_the_socket_and_loses_nothing(start_relay, collect, redis_client) -> None:
+    relay = await start_relay(redis={"queue_max_events": 2, "batch_max_events": 1})
+    events = collect("relay:events:*")
+    await redis_client.execute_command("CLIENT", "PAUSE", "1000", "WRITE")
+    async with await open_bot(relay.recall_url()) as bot:
+        for n in range(50):
+            await bot.send(transcript(f"n{n}"))
+    got = await events.wait_for(50)
+    assert [e.payload.text for e in got] == [f"n{n}" for n in range(50)]
+    assert relay.metric("relay_backpressure_pauses_total", source="recall") >= 1
