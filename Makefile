@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test test-twice bench schema docs clean
+.PHONY: run test test-twice bench bench-report schema docs clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,20 @@ test: $(STAMP)
 ## test-twice: what CI runs; the suite must pass twice in a row
 test-twice: test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+## bench: every benchmark workload against the baselines (about 20 min), then docs/performance.md
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench all $(BENCH_ARGS)
+
+## bench-report: regenerate docs/performance.md and docs/performance.png from bench/results/
+bench-report: $(BENCH_STAMP)
+	$(BIN)/python -m bench.report
 
 ## schema: print the event JSON Schema
 schema: $(STAMP)

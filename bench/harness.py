@@ -173,12 +173,14 @@ class Bench:
         """One run against a fresh target; returns the result as a JSON-ready dict."""
         target = start_target(target_name, self.redis.url, max_connections=bots + 100, relay_src=self.relay_src)
         try:
-            return self._measure(target, kind, bots, rate, duration_s, settle_s, drain_timeout_s)
+            return self.measure(target, kind=kind, bots=bots, rate=rate, duration_s=duration_s, settle_s=settle_s,
+                                drain_timeout_s=drain_timeout_s)  # fmt: skip
         finally:
             target.stop()
 
-    def _measure(self, target: Target, kind: loadgen.Kind, bots: int, rate: float, duration_s: float,
-                 settle_s: float, drain_timeout_s: float) -> dict[str, Any]:  # fmt: skip
+    def measure(self, target: Target, *, kind: loadgen.Kind, bots: int, rate: float, duration_s: float,
+                settle_s: float = 2.0, drain_timeout_s: float = 30.0) -> dict[str, Any]:  # fmt: skip
+        """One run against a running ``target`` (see :meth:`run_load`)."""
         ctx = self.ctx
         counting = target.name != "discard" and kind != "idle"
         rss_before = target.rss_kb()
