@@ -122,6 +122,7 @@ async def test_full_outage_buffer_sheds_media_before_text(redis_server, redis_ur
     redis_server.start()
     after = collect("relay:*")
     await wait_until(lambda: publisher.stats["pending"] == 0)
+    await after.wait_for(publisher.stats["published"])
     texts = [e for e in after.events if e.type == "transcript.final"]
     assert len(texts) == 20, "text survives while media can be shed"
     dropped_media = sample(metrics, "relay_events_dropped_total", source="recall", reason="outage_buffer_full_media")
