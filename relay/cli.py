@@ -45,8 +45,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["host"] = args.host
     if args.port is not None:
         overrides["port"] = args.port
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    sections: dict[str, dict[str, Any]] = {"server": overrides} if overrides else {}
     try:
-        settings = load_settings(args.config, **({"server": overrides} if overrides else {}))
+        settings = load_settings(args.config, **sections)
     except SettingsError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 2
@@ -54,13 +57,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from relay.app import create_app
     from relay.local_redis import INSTALL_HINT, RedisServerProcess, redis_answers
     from relay.logs import configure_logging
-    from relay.server import run
+    from relay.server import run, run_workers
 
     generated_token = None
     if not settings.recall.tokens:
         generated_token = secrets.token_urlsafe(24)
         settings.recall.tokens = [SecretStr(generated_token)]
-    configure_logging(settings.server.log_level, secret_values(settings))
+        sections["recall"] = {"tokens": [generated_token]}
+    secret_list = list(secret_values(settings))
+    configure_logging(settings.server.log_level, secret_list)
 
     local_redis = None
     if settings.redis.url == DEFAULT_REDIS_URL and settings.redis.start_local:
@@ -75,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           DEFAULT_REDIS_URL, exc, INSTALL_HINT)  # fmt: skip
             else:
                 settings.redis.url = local_redis.url
+                sections["redis"] = {"url": local_redis.url}
                 log.warning("nothing answered at %s: started a private redis-server at %s (it keeps nothing on disk)",
                             DEFAULT_REDIS_URL, local_redis.url)  # fmt: skip
 
@@ -87,6 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
+        if settings.server.workers > 1:
+            return run_workers(settings, args.config, sections, secret_list)
         run(create_app(settings), settings)
     finally:
         if local_redis is not None:
@@ -127,6 +135,15 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return asyncio.run(tail.run(args, redis_url=args.redis_url or settings.redis.url, prefix=settings.redis.channel_prefix))
 
 
+# --- demo -----------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from relay import demo
+
+    return asyncio.run(demo.run(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description="WebSocket fan-in relay: Recall.ai, VideoDB, ASAPP → Redis.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -135,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to listen on (default from settings: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default from settings: 8080)")
     serve.add_argument("--config", type=Path, help="TOML settings file (see config/relay.example.toml)")
+    serve.add_argument("--workers", type=int, help="processes sharing the port (default from settings: 1)")
     serve.set_defaults(func=cmd_serve)
 
     schema = sub.add_parser("schema", help="print the event JSON Schema")
@@ -154,6 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail.add_arguments(tail_parser)
     tail_parser.set_defaults(func=cmd_tail)
+
+    demo_parser = sub.add_parser("demo", help="everything on one machine: Redis, emulators, relay, bots, live events")
+    demo_parser.add_argument("--duration", type=float, help="seconds of meeting to play, then stop (default: until Ctrl-C)")
+    demo_parser.add_argument("--bots", type=int, default=2, help="simulated Recall bots, one meeting each (default 2)")
+    demo_parser.add_argument("--participants", type=int, default=2, help="speakers per meeting (default 2)")
+    demo_parser.add_argument("--media", action="store_true", help="also show audio and video events (bots send video too)")
+    demo_parser.add_argument("--json", action="store_true", help="events as JSON lines on stdout instead of pretty lines")
+    demo_parser.add_argument("--port", type=int, default=0, help="port for the relay (default: a free one)")
+    demo_parser.add_argument("--config", type=Path, help="TOML settings file (Redis URL, channel prefix)")
+    demo_parser.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -59,4 +59,7 @@ def configure_logging(level: str = "info", secrets: Iterable[str] = (), stream=N
         logger.handlers.clear()
         logger.propagate = True
         logger.setLevel(level.upper())
+    # websockets logs every connection open/close at INFO: thousands of bots make that noise; the
+    # relay logs its own lines for them.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, root.level))
     return handler

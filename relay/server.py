@@ -8,14 +8,22 @@ replica, the publisher flushes what was accepted, and the process exits within
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import os
+import signal
 import socket
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from relay.app import Relay
 from relay.settings import Settings
+
+log = logging.getLogger("relay")
 
 
 class RelayServer(uvicorn.Server):
@@ -65,3 +73,70 @@ def run(app: Starlette, settings: Settings, sock: socket.socket | None = None) -
     config = uvicorn_config(app, settings)
     server = RelayServer(config, app.state.relay)
     server.run(sockets=[sock] if sock else None)
+
+
+# --- several processes ------------------------------------------------------------------------------
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that other processes may bind too; the kernel spreads connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(config_file: Path | None, overrides: dict[str, Any], secrets: list[str]) -> None:
+    from relay.app import create_app
+    from relay.logs import configure_logging
+    from relay.settings import load_settings
+
+    settings = load_settings(config_file, **overrides)
+    configure_logging(settings.server.log_level, secrets)
+    run(create_app(settings), settings, reuse_port_socket(settings.server.host, settings.server.port))
+
+
+def run_workers(settings: Settings, config_file: Path | None, overrides: dict[str, Any], secrets: list[str]) -> int:
+    """Serve with ``settings.server.workers`` processes sharing the port (SO_REUSEPORT).
+
+    Each worker is a whole relay (its own publisher, Redis connection and metrics: scrape each, or
+    sum in Prometheus). The parent forwards SIGTERM/SIGINT and waits; if a worker dies on its own,
+    the others are stopped and the parent exits 1 so the supervisor restarts the set.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_worker, args=(config_file, overrides, secrets), name=f"relay-worker-{i}", daemon=False)
+        for i in range(settings.server.workers)
+    ]
+    stopping = False
+
+    def forward(sig: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in workers:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, sig)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for proc in workers:
+            proc.start()
+        log.info("serving with %d worker processes on port %d", len(workers), settings.server.port)
+        failed = False
+        while any(proc.exitcode is None for proc in workers):
+            for proc in workers:
+                proc.join(timeout=0.2)
+                if proc.exitcode not in (None, 0) and not stopping:
+                    log.error("%s exited with %s; stopping the others", proc.name, proc.exitcode)
+                    failed = True
+                    forward(signal.SIGTERM, None)
+        # A worker stopped by the forwarded signal before it could install its handlers exits
+        # by that signal: that is a clean stop too.
+        clean = (0, -signal.SIGTERM, -signal.SIGINT) if stopping else (0,)
+        return 1 if failed or any(proc.exitcode not in clean for proc in workers) else 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

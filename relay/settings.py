@@ -58,6 +58,8 @@ class ServerSettings(_Section):
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     shutdown_grace_s: float = Field(default=10.0, gt=0)
+    #: Processes serving the port together (SO_REUSEPORT); each is a whole relay.
+    workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
     #: Behind a TLS-terminating proxy: trust X-Forwarded-* from these addresses (uvicorn's option).
@@ -65,6 +67,8 @@ class ServerSettings(_Section):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:
+        if self.workers > 1 and self.port == 0:
+            raise ValueError("workers > 1 needs a fixed port")
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile must be set together")
         for path in (self.tls_certfile, self.tls_keyfile):

@@ -11,6 +11,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -173,3 +174,52 @@ async def _stream_until_sigterm(proc: subprocess.Popen[str], port: int, redis_ur
     pubsub.close()
     client.close()
     return code, received
+
+
+def test_several_worker_processes_share_the_port(redis_url: str, collect) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RELAY_")},
+        "RELAY_REDIS_URL": redis_url,
+        "RELAY_RECALL_TOKENS": RECALL_TOKEN,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    both_ready = threading.Event()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if sum("relay ready" in seen for seen in lines) == 2:
+                both_ready.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert both_ready.wait(60), "".join(lines)
+        received = asyncio.run(_bots_through_workers(port, redis_url, collect))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        reader.join(timeout=5)
+    finally:
+        proc.kill()
+    stderr = "".join(lines)
+    assert received == 20
+    assert proc.returncode == 0, stderr
+    accepted = [int(n) for n in re.findall(r"relay stopped: (\d+) events accepted", stderr)]
+    assert len(accepted) == 2 and sum(accepted) == 20
+    assert all(n > 0 for n in accepted), "the kernel spread the bots over both workers"
+
+
+async def _bots_through_workers(port: int, redis_url: str, collect) -> int:  # type: ignore[no-untyped-def]
+    events = collect("relay:events:*")
+    url = f"ws://127.0.0.1:{port}/recall/?token={RECALL_TOKEN}"
+    async with asyncio.timeout(30):
+        for n in range(20):
+            async with await open_bot(url) as bot:
+                await bot.send(transcript(f"bot {n}"))
+    return len(await events.wait_for(20))
