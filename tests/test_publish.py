@@ -102,6 +102,7 @@ async def test_redis_outage_loses_nothing_and_keeps_order(redis_server, redis_ur
     after = collect("relay:events:*")  # subscribed before the publisher can reconnect
     await after.wait_for(100)
     assert [e.id for e in after.events] == [e.id for e in during]
+    await wait_until(lambda: publisher.stats["pending"] == 0)  # the subscriber can be first to know
     assert publisher.stats == {"accepted": 150, "published": 150, "dropped": 0, "pending": 0}
     assert sample(metrics, "relay_redis_up") == 1
     await publisher.close(timeout=5)
