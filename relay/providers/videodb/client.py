@@ -43,11 +43,23 @@ from relay.providers.videodb.parse import FrameError, RtStreamInfo, parse_frame,
 from relay.providers.videodb.registry import RtStreamRegistry
 from relay.publish import EventPublisher
 
-__all__ = ["VideoDBCollectionClient"]
+__all__ = ["VideoDBCollectionClient", "raise_if_cancelling"]
 
 log = logging.getLogger("relay.videodb.client")
 
 PROVIDER = "videodb"
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library swallowed.
+
+    A cancel that lands inside a Redis or HTTP call can come back as that library's own error
+    (which we catch and retry), leaving the task marked as cancelling but running on; seen in
+    tests as a shutdown that never finished. Checked after every such catch.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class VideoDBCollectionClient:
@@ -104,6 +116,7 @@ class VideoDBCollectionClient:
                     self._metrics.upstream_connected.labels(PROVIDER, target).set(1)
                     log.info("videodb %s: connected (connection %s)", target, self.connection_id)
                     await self._sync()
+                    raise_if_cancelling()
                     if down_since is not None:
                         self._metrics.upstream_gap_seconds.labels(PROVIDER).observe(time.monotonic() - down_since)
                         down_since = None
@@ -128,6 +141,7 @@ class VideoDBCollectionClient:
             finally:
                 self._metrics.upstream_connected.labels(PROVIDER, target).set(0)
                 self.connection_id = None
+            raise_if_cancelling()
             if down_since is None:
                 down_since = time.monotonic()
             self._metrics.upstream_errors.labels(PROVIDER, reason).inc()
@@ -184,6 +198,7 @@ class VideoDBCollectionClient:
                 pass
             self._nudged.clear()
             await self._sync()
+            raise_if_cancelling()
 
     async def _sync(self) -> None:
         """Bind the jobs of every registered rtstream not yet bound to the current connection."""

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from starlette.routing import BaseRoute
 
 from relay.metrics import RelayMetrics
-from relay.providers.videodb.client import VideoDBCollectionClient
+from relay.providers.videodb.client import VideoDBCollectionClient, raise_if_cancelling
 from relay.providers.videodb.config import ResolvedCollection, VideoDBSettings
 from relay.providers.videodb.lease import Lease
 from relay.providers.videodb.registry import RtStreamRegistry
@@ -35,6 +35,19 @@ from relay.publish import EventPublisher
 __all__ = ["VideoDBService"]
 
 log = logging.getLogger("relay.videodb")
+
+
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it, cancelling again should a library swallow the first cancel."""
+    attempts = 0
+    while not task.done():
+        if attempts:
+            log.warning("videodb: %s ignored a cancel; cancelling again", task.get_name())
+        task.cancel()
+        attempts += 1
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled():
+        task.exception()  # retrieved: the caller logs it if it matters
 
 
 class _CollectionRunner:
@@ -62,8 +75,7 @@ class _CollectionRunner:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:
@@ -72,6 +84,7 @@ class _CollectionRunner:
             try:
                 acquired = await self.lease.acquire()
             except RedisError:
+                raise_if_cancelling()
                 self._metrics.redis_errors.labels("videodb_lease").inc()
                 acquired = False
             if not acquired:
@@ -101,13 +114,13 @@ class _CollectionRunner:
                         log.warning("videodb %s: lease lost to another process; closing the socket", self.collection.id)
                         return
                 except RedisError:
+                    raise_if_cancelling()
                     self._metrics.redis_errors.labels("videodb_lease").inc()
                     if not self.lease.held:  # too long since the last renewal: another may hold it now
                         log.warning("videodb %s: cannot renew the lease (Redis); closing the socket", self.collection.id)
                         return
         finally:
-            client.cancel()
-            await asyncio.gather(client, return_exceptions=True)
+            await cancel_and_wait(client)
             if not client.cancelled() and client.exception() is not None:
                 # A bug, not an upstream failure (those are retried inside the client): log it; the
                 # runner gives the lease up and starts over, so one collection cannot wedge.
