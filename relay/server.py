@@ -8,6 +8,7 @@ replica, the publisher flushes what was accepted, and the process exits within
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -18,12 +19,51 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from starlette.applications import Starlette
 
 from relay.app import Relay
 from relay.settings import Settings
 
 log = logging.getLogger("relay")
+
+
+class RelayHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with a deadline for the request head.
+
+    uvicorn waits forever for the first request on a new connection, so a client that connects
+    and sends nothing (or trickles a header) would hold a socket and a file descriptor for good.
+    Here the request line and headers, WebSocket upgrade included, must arrive within
+    ``handshake_timeout_s`` or the connection is closed.
+    """
+
+    handshake_timeout_s: float = 10.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._head_deadline: asyncio.TimerHandle | None = self.loop.call_later(
+            self.handshake_timeout_s, self._head_timed_out
+        )
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_deadline()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_deadline()
+        super().connection_lost(exc)
+
+    def _cancel_head_deadline(self) -> None:
+        if getattr(self, "_head_deadline", None) is not None:
+            self._head_deadline.cancel()  # type: ignore[union-attr]
+            self._head_deadline = None
+
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        if not self.transport.is_closing():
+            log.info("closed a connection from %s that sent no request head in %.0f s",
+                     "%s:%d" % self.client if self.client else "?", self.handshake_timeout_s)  # fmt: skip
+            self.transport.close()
 
 
 class RelayServer(uvicorn.Server):
@@ -53,7 +93,7 @@ def uvicorn_config(app: Starlette, settings: Settings, *, fd: int | None = None)
         # WebSocket upgrades go to the Recall ingress' own protocol (see relay.providers.recall.
         # ingress): frames, size limit, pings and backpressure are handled there, not over ASGI.
         ws=app.state.relay.ingress.protocol_factory,
-        http="httptools",
+        http=type("RelayHttp", (RelayHttpProtocol,), {"handshake_timeout_s": server.handshake_timeout_s}),
         loop="uvloop",
         lifespan="on",
         log_config=None,  # relay.logs configured logging (with redaction) already

@@ -58,6 +58,8 @@ class ServerSettings(_Section):
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     shutdown_grace_s: float = Field(default=10.0, gt=0)
+    #: A connection must send its request head (the WebSocket upgrade) within this many seconds.
+    handshake_timeout_s: float = Field(default=10.0, gt=0)
     #: Processes serving the port together (SO_REUSEPORT); each is a whole relay.
     workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

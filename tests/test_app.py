@@ -223,3 +223,17 @@ async def _bots_through_workers(port: int, redis_url: str, collect) -> int:  # t
             async with await open_bot(url) as bot:
                 await bot.send(transcript(f"bot {n}"))
     return len(await events.wait_for(20))
+
+
+async def test_connections_that_send_no_handshake_are_closed(start_relay) -> None:
+    relay = await start_relay(server={"handshake_timeout_s": 0.3})
+    silent_reader, silent = await asyncio.open_connection("127.0.0.1", relay.port)
+    trickle_reader, trickle = await asyncio.open_connection("127.0.0.1", relay.port)
+    trickle.write(b"GET /recall/?token=x HTTP/1.1\r\nHost: x\r\n")  # never finishes its head
+    async with asyncio.timeout(5):
+        assert await silent_reader.read() == b""
+        assert await trickle_reader.read() == b""
+    silent.close()
+    trickle.close()
+    async with await open_bot(relay.recall_url()) as bot:  # a prompt client is unaffected
+        await bot.send(transcript("still fine"))
