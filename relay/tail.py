@@ -101,7 +101,7 @@ def render(event: EventBase) -> Text:
     line.append(f"{_short(event.session.id):<12}", style="dim")
     line.append(" ")
     type_style = "bold" if event.type == "transcript.final" else ("dim" if event.is_media else "")
-    line.append(f"{event.type:<20}", style=type_style)
+    line.append(f"{event.type:<22}", style=type_style)
     who = event.participant.name or event.participant.id if event.participant else None
     if who:
         line.append(" ")
