@@ -116,7 +116,7 @@ class RelayMetrics:
         # --- VideoDB bridge (labels: outcomes and jobs named in code, collection ids from config) --
         self.videodb_webhooks = Counter(
             "relay_videodb_webhooks_total",
-            "VideoDB webhook deliveries, by outcome: accepted, duplicate, bad_signature, malformed, too_large, queue_full.",
+            "VideoDB webhook deliveries, by outcome: accepted, duplicate, bad_signature, malformed, too_large, queue_full, unknown_collection.",
             ["outcome"],
             registry=r,
         )

@@ -115,7 +115,7 @@ class VideoDBCollectionClient:
                     self._metrics.upstream_connects.labels(PROVIDER).inc()
                     self._metrics.upstream_connected.labels(PROVIDER, target).set(1)
                     log.info("videodb %s: connected (connection %s)", target, self.connection_id)
-                    await self._sync()
+                    await self.sync()
                     raise_if_cancelling()
                     if down_since is not None:
                         self._metrics.upstream_gap_seconds.labels(PROVIDER).observe(time.monotonic() - down_since)
@@ -197,11 +197,14 @@ class VideoDBCollectionClient:
             except TimeoutError:
                 pass
             self._nudged.clear()
-            await self._sync()
+            await self.sync()
             raise_if_cancelling()
 
-    async def _sync(self) -> None:
-        """Bind the jobs of every registered rtstream not yet bound to the current connection."""
+    async def sync(self) -> None:
+        """Bind the jobs of every registered rtstream not yet bound to the current connection.
+
+        The client calls it after each connect, every ``sync_interval_s`` and after :meth:`nudge`.
+        """
         conn = self.connection_id
         if conn is None:
             return

@@ -15,6 +15,7 @@ it, and is strict where the relay could be sloppy:
 
 Test controls: :meth:`emit`, :meth:`send_raw` (malformed frames, other channels),
 :meth:`drop` (close sockets), :meth:`fail_url` (answer 401/5xx to the URL endpoint),
+:meth:`fail_jobs` (the same for job starts),
 :meth:`post_webhook` (deliver a webhook, duplicates included), and waits on conditions
 (:meth:`wait_bound`, :meth:`wait_connections`). A process is controlled over HTTP with the same
 operations under ``/_emulator/`` (see :meth:`_control_routes`).
@@ -102,6 +103,8 @@ class VideoDBEmulator:
         self.connects = 0
         self._fail_status: int | None = None
         self._fail_times: int | None = None
+        self._job_fail_status: int | None = None
+        self._job_fail_times: int | None = None
         self._changed = asyncio.Condition()
         self._server: AppServer | None = None
         routes: list[Any] = [
@@ -177,6 +180,10 @@ class VideoDBEmulator:
     def fail_url(self, status: int | None, times: int | None = None) -> None:
         """Answer ``status`` to the next ``times`` URL requests (``None``: until told otherwise)."""
         self._fail_status, self._fail_times = status, times
+
+    def fail_jobs(self, status: int | None, times: int | None = None) -> None:
+        """Answer ``status`` to the next ``times`` job starts (``None``: until told otherwise)."""
+        self._job_fail_status, self._job_fail_times = status, times
 
     async def emit(self, rtstream_id: str, channel: str, data: dict[str, Any], rtstream_name: str | None = None) -> bool:
         """Send one event frame to the live socket its job is bound to; False if none is."""
@@ -262,6 +269,10 @@ class VideoDBEmulator:
         return body if isinstance(body, dict) else None
 
     async def _bind(self, rtstream_id: str, job: str, body: dict[str, Any]) -> Response | None:
+        if self._job_fail_status is not None and self._job_fail_times != 0:
+            if self._job_fail_times is not None:
+                self._job_fail_times -= 1
+            return self._error(self._job_fail_status, "injected failure")
         conn = body.get("ws_connection_id")
         if not isinstance(conn, str) or not conn:
             return self._error(400, "ws_connection_id is required")

@@ -173,3 +173,34 @@ async def test_webhook_signature(videodb_emulator, redis_url, redis_client, coll
     assert sign("Jefe", b"what do ya want for nothing?") == (
         "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     )
+
+
+async def test_failed_job_starts_are_retried(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    events = collect("relay:events:videodb:*:transcript.*")
+    async with running_service(settings_for(emu), redis_url) as relay:
+        await emu.wait_connections(1)
+        emu.fail_jobs(503, times=2)
+        await activate(emu, relay)  # bound in the end: the failed rtstream is tried again
+        assert sample(relay.metrics, "relay_videodb_jobs_bound_total", job="transcript", outcome="error") == 1
+        assert await emu.emit("rts-1", "transcript", transcript("made it"))
+        assert [e.payload.text for e in await events.wait_for(1)] == ["made it"]
+
+
+async def test_a_stopped_sessions_rtstreams_are_not_rebound(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    statuses = collect("relay:events:videodb:*:session.status")
+    stopped = {"event": "capture_session.stopped", "capture_session_id": "cap-1", "status": "stopped",
+               "timestamp": "2026-01-20T13:00:00Z"}  # fmt: skip
+    async with running_service(settings_for(emu), redis_url) as relay:
+        await activate(emu, relay)
+        assert await emu.post_webhook(relay.webhook_url, stopped) == [200]
+        await statuses.wait_for(2)
+        assert await redis_client.hlen("relay:videodb:default:rtstreams") == 0
+        starts = len(emu.bindings)
+        await emu.drop()
+        await emu.wait_connections(1)
+        client = relay.service.client("default")
+        await wait_until(lambda: client.connection_id == emu.connection_ids[0])
+        await client.sync()  # whatever the registry still listed would be bound by now
+        assert len(emu.bindings) == starts
