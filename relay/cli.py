@@ -158,13 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the event JSON Schema")
     schema.set_defaults(func=cmd_schema)
 
+    from relay.providers.recall import simulator
+
     simulate = sub.add_parser("simulate-bot", help="connect simulated Recall bots to a relay")
-    try:
-        from relay.providers.recall import simulator
-    except ImportError:  # pragma: no cover - only while the simulator is being built
-        pass
-    else:
-        simulator.add_arguments(simulate)
+    simulator.add_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate_bot)
 
     tail_parser = sub.add_parser("tail", help="watch the event stream (filters; pretty, or --json lines)")
