@@ -144,12 +144,22 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             relay.begin_shutdown()
-            for component in reversed(components):
-                await component.aclose()
-            await ingress.aclose(timeout=settings.server.shutdown_grace_s / 2)
-            grace = settings.server.shutdown_grace_s
-            left = grace - (time.monotonic() - (relay.shutdown_started or time.monotonic()))
-            await publisher.close(timeout=max(left, 0.5))
+            assert relay.shutdown_started is not None
+            deadline = relay.shutdown_started + settings.server.shutdown_grace_s
+
+            def left(share: float = 1.0) -> float:
+                return max((deadline - time.monotonic()) * share, 0.5)
+
+            # Bridges first, together, with half of what is left: their last events (ASAPP final
+            # transcripts and summaries) still go through the publisher, which gets the rest.
+            if components:
+                closing = [asyncio.create_task(c.aclose()) for c in components]
+                _, late = await asyncio.wait(closing, timeout=left(0.5))
+                for task in late:
+                    log.error("shutdown: %r did not close in time", task)
+                    task.cancel()
+            await ingress.aclose(timeout=left(0.5))
+            await publisher.close(timeout=left())
             stats = publisher.stats
             log.info(
                 "relay stopped: %d events accepted, %d published, %d dropped",
