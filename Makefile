@@ -42,9 +42,10 @@ bench-report: $(BENCH_STAMP)
 schema: $(STAMP)
 	$(BIN)/relay schema
 
-## docs: regenerate docs/events.md from the schema and the real parsers
+## docs: regenerate docs/events.md and docs/asyncapi.yaml from the schema and the real parsers
 docs: $(STAMP)
 	$(BIN)/python -m relay.eventdocs > docs/events.md
+	$(BIN)/python -m relay.asyncapi > docs/asyncapi.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
