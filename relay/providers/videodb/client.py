@@ -107,6 +107,9 @@ class VideoDBCollectionClient:
                     open_timeout=s.http_timeout_s,
                     ping_interval=s.ping_interval_s,
                     ping_timeout=s.ping_timeout_s,
+                    # After a ping timed out, websockets sends a close frame and waits this long
+                    # for the TCP close; a vanished peer never answers, so bound it the same way.
+                    close_timeout=s.ping_timeout_s,
                     max_size=s.max_frame_bytes,
                 ) as ws:
                     hello = await asyncio.wait_for(ws.recv(), s.http_timeout_s)

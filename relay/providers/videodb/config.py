@@ -124,6 +124,7 @@ class VideoDBSettings(BaseModel):
     # --- socket and reconnects ------------------------------------------------------------------
     backoff_initial_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
+    #: A socket whose pong is ``ping_timeout_s`` late is dead (and its close is awaited as long).
     ping_interval_s: float = Field(default=20.0, gt=0)
     ping_timeout_s: float = Field(default=20.0, gt=0)
     http_timeout_s: float = Field(default=10.0, gt=0)

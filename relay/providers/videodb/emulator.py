@@ -90,8 +90,11 @@ class VideoDBEmulator:
         host: str = "127.0.0.1",
         port: int = 0,
         control: bool = True,
+        ws_base: str | None = None,
     ) -> None:
         self.api_key = api_key
+        #: Where clients reach the socket (``ws://host:port``) when not directly (a proxy in front).
+        self.ws_base = ws_base
         self.collections = set(collections)
         self.host = host
         self.port = port
@@ -258,7 +261,8 @@ class VideoDBEmulator:
             return self._error(404, "collection not found")
         token = secrets.token_urlsafe(16)
         self._url_tokens[token] = collection
-        url = f"ws://{self.host}:{self.port}/ws/{collection}?token={token}"
+        base = self.ws_base or f"ws://{self.host}:{self.port}"
+        url = f"{base}/ws/{collection}?token={token}"
         return JSONResponse({"success": True, "data": {"websocket_url": url}})
 
     async def _json_body(self, request: Request) -> dict[str, Any] | None:

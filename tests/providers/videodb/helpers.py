@@ -102,3 +102,55 @@ async def running_service(settings: VideoDBSettings, redis_url: str) -> AsyncIte
     finally:
         await publisher.close(timeout=5)
         await redis.aclose()
+
+
+class FreezableProxy:
+    """A TCP proxy on loopback whose open connections can be frozen: bytes stop flowing both ways
+    but nothing is closed, like a peer that vanished behind a NAT. Only pings can notice that."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._frozen: list[asyncio.Event] = []
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def __aenter__(self) -> FreezableProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    def freeze(self) -> None:
+        """Freeze every connection open now (new ones flow normally)."""
+        for event in self._frozen:
+            event.set()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        frozen = asyncio.Event()
+        self._frozen.append(frozen)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if frozen.is_set():
+                    await asyncio.Event().wait()  # swallow everything from now on
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(pipe(src, dst))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from relay.providers.videodb.webhooks import sign
 from relay.schema import AlertEvent, GenericEvent, IndexEvent, SessionStatusEvent, TranscriptEvent
 
-from .helpers import ACTIVE, running_service, sample, settings_for, wait_until
+from relay.providers.videodb.emulator import VideoDBEmulator
+
+from .helpers import ACTIVE, API_KEY, FreezableProxy, running_service, sample, settings_for, wait_until
 
 JOBS = [("rts-1", "transcript"), ("rts-1", "audio_index"), ("rts-3", "visual_index"), ("rts-3", "alert")]
 
@@ -204,3 +206,21 @@ async def test_a_stopped_sessions_rtstreams_are_not_rebound(videodb_emulator, re
         await wait_until(lambda: client.connection_id == emu.connection_ids[0])
         await client.sync()  # whatever the registry still listed would be bound by now
         assert len(emu.bindings) == starts
+
+
+async def test_a_dead_socket_is_noticed_by_pings(redis_url, redis_client, collect) -> None:
+    # The relay reaches the emulator's socket through a proxy that can go silent without closing.
+    async with VideoDBEmulator(api_key=API_KEY) as emu, FreezableProxy(emu.host, emu.port) as proxy:
+        emu.ws_base = f"ws://127.0.0.1:{proxy.port}"
+        events = collect("relay:events:videodb:*:transcript.*")
+        settings = settings_for(emu, ping_interval_s=0.2, ping_timeout_s=0.3)
+        async with running_service(settings, redis_url) as relay:
+            await activate(emu, relay)
+            first = emu.bound_to("rts-1", "transcript")
+            proxy.freeze()
+            # The emulator still sees its end open; only the relay's pings can tell the path is dead.
+            await emu.wait_until(lambda: emu.bound_to("rts-1", "transcript") != first and emu.is_live_bound("rts-1", "transcript"))
+            assert await emu.emit("rts-1", "transcript", transcript("through a new socket"))
+            assert [e.payload.text for e in await events.wait_for(1)] == ["through a new socket"]
+            assert sample(relay.metrics, "relay_upstream_errors_total", provider="videodb", reason="ws_network") >= 1
+            assert first in emu.connection_ids  # the frozen socket was never closed by the server
