@@ -104,6 +104,8 @@ class VideoDBEmulator:
         self.bindings: list[Binding] = []  # every job start, in order
         self.url_requests = 0
         self.connects = 0
+        #: The most sockets ever open at once per collection: the relay's "one socket" promise.
+        self.peak_connections: dict[str, int] = {}
         self._fail_status: int | None = None
         self._fail_times: int | None = None
         self._job_fail_status: int | None = None
@@ -342,6 +344,8 @@ class VideoDBEmulator:
         await ws.send_text(orjson.dumps({"connection_id": sock.connection_id}).decode())
         self._sockets[sock.connection_id] = sock
         self.connects += 1
+        open_now = sum(1 for s in self._sockets.values() if s.collection == collection)
+        self.peak_connections[collection] = max(self.peak_connections.get(collection, 0), open_now)
         await self._notify()
         try:
             while True:  # the relay sends nothing we need; reading notices its close

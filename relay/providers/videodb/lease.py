@@ -56,6 +56,11 @@ class Lease:
         """True while the last successful acquire/renew is recent enough to trust (see module docstring)."""
         return time.monotonic() < self._valid_until
 
+    @property
+    def remaining_s(self) -> float:
+        """Seconds this process may still count the lease as its own (0 when not held)."""
+        return max(0.0, self._valid_until - time.monotonic())
+
     def _mark(self, start: float) -> None:
         # Measured from before the request: Redis set the expiry no earlier than that.
         self._valid_until = start + self.ttl_ms / 1000 * SAFETY_FRACTION

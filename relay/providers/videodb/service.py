@@ -82,8 +82,9 @@ class _CollectionRunner:
         cid = self.collection.id
         while not self.client.rejected:
             try:
-                acquired = await self.lease.acquire()
-            except RedisError:
+                async with asyncio.timeout(self.lease.ttl_ms / 1000):
+                    acquired = await self.lease.acquire()
+            except (RedisError, TimeoutError):
                 raise_if_cancelling()
                 self._metrics.redis_errors.labels("videodb_lease").inc()
                 acquired = False
@@ -97,8 +98,9 @@ class _CollectionRunner:
                 await self._hold()
             finally:
                 self._metrics.videodb_lease_held.labels(cid).set(0)
-                with contextlib.suppress(RedisError, OSError):
-                    await asyncio.shield(self.lease.release())
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    async with asyncio.timeout(self._settings.http_timeout_s):
+                        await self.lease.release()
 
     async def _hold(self) -> None:
         """Run the client while renewing; return when the lease is lost or the client stops."""
@@ -110,10 +112,14 @@ class _CollectionRunner:
                 if client.done():
                     break
                 try:
-                    if not await self.lease.renew():
+                    # A renewal that hangs (Redis unreachable but not refusing) must not outlive
+                    # the lease: past its validity another process may hold the collection.
+                    async with asyncio.timeout(max(self.lease.remaining_s, 0.01)):
+                        renewed = await self.lease.renew()
+                    if not renewed:
                         log.warning("videodb %s: lease lost to another process; closing the socket", self.collection.id)
                         return
-                except RedisError:
+                except (RedisError, TimeoutError):
                     raise_if_cancelling()
                     self._metrics.redis_errors.labels("videodb_lease").inc()
                     if not self.lease.held:  # too long since the last renewal: another may hold it now

@@ -105,8 +105,8 @@ async def running_service(settings: VideoDBSettings, redis_url: str) -> AsyncIte
 
 
 class FreezableProxy:
-    """A TCP proxy on loopback whose open connections can be frozen: bytes stop flowing both ways
-    but nothing is closed, like a peer that vanished behind a NAT. Only pings can notice that."""
+    """A TCP proxy on loopback that can be frozen: bytes stop flowing both ways but nothing is
+    closed, like a peer that vanished behind a NAT or a network partition. Only timeouts notice."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
@@ -114,6 +114,7 @@ class FreezableProxy:
         self._frozen: list[asyncio.Event] = []
         self._writers: list[asyncio.StreamWriter] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._partitioned = False
         self.port = 0
 
     async def __aenter__(self) -> FreezableProxy:
@@ -131,14 +132,25 @@ class FreezableProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
 
-    def freeze(self) -> None:
-        """Freeze every connection open now (new ones flow normally)."""
+    def cut(self) -> None:
+        """End a freeze: close every connection; new ones flow normally again."""
+        self._partitioned = False
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+        self._frozen.clear()
+
+    def freeze(self, new_connections_too: bool = False) -> None:
+        """Freeze every connection open now, and with ``new_connections_too`` every later one."""
+        self._partitioned = new_connections_too
         for event in self._frozen:
             event.set()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self._target)
         frozen = asyncio.Event()
+        if self._partitioned:
+            frozen.set()
         self._frozen.append(frozen)
         self._writers += [writer, up_writer]
 

@@ -6,7 +6,7 @@ import contextlib
 
 from relay.providers.videodb.lease import Lease
 
-from .helpers import ACTIVE, running_service, sample, settings_for, wait_until, wait_until_async
+from .helpers import ACTIVE, FreezableProxy, running_service, sample, settings_for, wait_until, wait_until_async
 
 
 async def test_lease_is_exclusive_released_and_expires(redis_client) -> None:
@@ -65,8 +65,34 @@ async def test_two_services_never_both_hold_and_the_other_takes_over(videodb_emu
         got = await transcripts.wait_for(4)
         assert [e.payload.text for e in got] == ["t0", "t1", "t2", "after takeover"]
         assert len(emu.connection_ids) == 1
+        assert emu.peak_connections["default"] == 1
         assert sample(relays[standby].metrics, "relay_videodb_lease_acquired_total", collection="default") == 1
     finally:
         for stack in reversed(stacks):
             await stack.aclose()
     assert [e.payload.status for e in statuses.events] == ["active"]
+
+
+async def test_a_holder_cut_off_from_redis_gives_way_without_overlap(videodb_emulator, redis_server, redis_url, redis_client, collect) -> None:
+    """The holder loses Redis silently (a partition, not a refusal): it must close its socket before
+    its lease expires, so the standby's takeover never overlaps it."""
+    emu = videodb_emulator
+    transcripts = collect("relay:events:videodb:*:transcript.*")
+    settings = settings_for(emu)
+    async with FreezableProxy("127.0.0.1", redis_server.port) as redis_proxy:
+        partitioned_url = f"redis://127.0.0.1:{redis_proxy.port}/0"
+        async with running_service(settings, partitioned_url) as a:
+            await wait_until(lambda: a.service.holds("default"))
+            async with running_service(settings, redis_url) as b:
+                assert await emu.post_webhook(b.webhook_url, ACTIVE) == [200]
+                first = await emu.wait_bound("rts-1", "transcript")
+                redis_proxy.freeze(new_connections_too=True)
+                await wait_until(lambda: b.service.holds("default"))
+                await emu.wait_until(lambda: emu.is_live_bound("rts-1", "transcript") and emu.bound_to("rts-1", "transcript") != first)
+                assert not a.service.holds("default")
+                assert emu.peak_connections["default"] == 1  # never two sockets at once
+                assert await emu.emit("rts-1", "transcript", {"text": "from the new holder", "is_final": True})
+                assert [e.payload.text for e in await transcripts.wait_for(1)] == ["from the new holder"]
+                assert sample(b.metrics, "relay_events_received_total", source="videodb", type="transcript.final") == 1
+                redis_proxy.cut()  # the partition heals: a reconnects to Redis and stays standby
+                assert emu.peak_connections["default"] == 1
