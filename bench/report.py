@@ -156,9 +156,13 @@ def render(results: dict[str, dict[str, Any] | None]) -> str:
         lines += [NOTES.read_text().rstrip(), ""]
     profile = _load("profile")
     if profile:
-        lines += ["## Profile (py-spy, relay under flood)", "",
-                  f"{profile['samples']:,} samples of the relay process at {profile['rate']} Hz during a "
-                  f"{profile['params']['bots']}-bot flood ({profile['when']}). Share of samples whose stack contains the function:", "",
+        p = profile["params"]
+        load = "flood" if not p["rate"] else f"{p['rate']:g}/s per bot"
+        lines += [f"## Profile (py-spy, relay under {p['kind']} load, {load})", "",
+                  f"{profile['samples']:,} samples of the relay process at {profile['rate']} Hz with {p['bots']} bots sending "
+                  f"{p['kind']} frames ({load}) at {profile['when']}; the relay did {_fmt(profile['run'].get('events_per_s'))} "
+                  f"events/s at {_fmt(profile['run'].get('cpu_us_per_event'))} µs CPU/event. "
+                  "Share of samples whose stack contains the function (`python -m bench.profile`):", "",
                   "| inclusive % | function |", "|---:|---|"]  # fmt: skip
         lines += [f"| {pct:.1f} | `{name}` |" for name, pct in profile["inclusive"][:25]]
         lines += ["", "Self time (the leaf frame):", "", "| self % | function |", "|---:|---|"]
