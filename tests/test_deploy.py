@@ -70,6 +70,13 @@ def container_env() -> dict[str, str]:
 # --- metrics ---------------------------------------------------------------------------------------
 
 
+def test_every_metric_is_explained_in_the_operations_guide() -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    names = [f.name + ("_total" if f.type == "counter" else "") for f in RelayMetrics().registry.collect()]
+    missing = [name for name in names if f"`{name}`" not in guide]
+    assert missing == [], f"add these to docs/operations.md (Metrics): {missing}"
+
+
 def test_alerts_and_dashboard_use_only_metrics_the_relay_exports() -> None:
     known = series_names()
     exprs = [r["expr"] for r in rules()] + dashboard_exprs()
