@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test test-twice bench bench-report schema docs clean
+.PHONY: run test test-twice bench bench-report schema docs clean demo
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 ## run: start the relay with local defaults (Redis at 127.0.0.1:6379, or a private one)
 run: $(STAMP)
 	$(BIN)/relay serve $(ARGS)
+
+## demo: Redis, the VideoDB and ASAPP emulators, the relay and simulated bots; the live stream on screen (Ctrl-C stops)
+demo: $(STAMP)
+	$(BIN)/relay demo $(ARGS)
 
 ## test: the whole test suite (starts its own redis-server on a free port)
 test: $(STAMP)
