@@ -212,8 +212,10 @@ class VideoDBCollectionClient:
         if conn is None:
             return
         try:
-            streams = await self._registry.all()
-        except RedisError:
+            async with asyncio.timeout(self._settings.http_timeout_s):  # a partitioned Redis must not stall binding
+                streams = await self._registry.all()
+        except (RedisError, TimeoutError):
+            raise_if_cancelling()
             self._metrics.redis_errors.labels("videodb_registry").inc()
             log.warning("videodb %s: cannot read the rtstream registry; retrying", self.collection.id)
             return

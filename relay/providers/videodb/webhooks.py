@@ -168,9 +168,11 @@ class WebhookReceiver:
 
     async def _process(self, collection: str, hook: Webhook) -> None:
         key = self._dedupe_key(hook)
+        timeout = self._settings.http_timeout_s  # a partitioned Redis must not stall the queue
         try:
-            first = await self._redis.set(key, b"1", nx=True, ex=self._settings.webhook_dedupe_ttl_s)
-        except RedisError:
+            async with asyncio.timeout(timeout):
+                first = await self._redis.set(key, b"1", nx=True, ex=self._settings.webhook_dedupe_ttl_s)
+        except (RedisError, TimeoutError):
             self._metrics.redis_errors.labels("videodb_webhook_dedupe").inc()
             log.warning("videodb webhook: cannot dedupe %s (Redis); processing it anyway", hook.event)
             first = True
@@ -179,17 +181,19 @@ class WebhookReceiver:
             return
         registry = self._registries[collection]
         try:
-            if hook.rtstreams:
-                await registry.add(hook.rtstreams)
-            elif hook.status in _ENDED:
-                await registry.remove_session(hook.capture_session_id)
-        except RedisError:
+            async with asyncio.timeout(timeout):
+                if hook.rtstreams:
+                    await registry.add(hook.rtstreams)
+                elif hook.status in _ENDED:
+                    await registry.remove_session(hook.capture_session_id)
+        except (RedisError, TimeoutError):
             # Let a redelivery try again rather than be dropped as a duplicate.
             self._metrics.redis_errors.labels("videodb_registry").inc()
             log.warning("videodb webhook: cannot record %s for %s (Redis)", hook.event, hook.capture_session_id)
             try:
-                await self._redis.delete(key)
-            except RedisError:
+                async with asyncio.timeout(timeout):
+                    await self._redis.delete(key)
+            except (RedisError, TimeoutError):
                 pass
         else:
             if hook.rtstreams:

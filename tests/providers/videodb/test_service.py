@@ -224,3 +224,19 @@ async def test_a_dead_socket_is_noticed_by_pings(redis_url, redis_client, collec
             assert [e.payload.text for e in await events.wait_for(1)] == ["through a new socket"]
             assert sample(relay.metrics, "relay_upstream_errors_total", provider="videodb", reason="ws_network") >= 1
             assert first in emu.connection_ids  # the frozen socket was never closed by the server
+
+
+async def test_webhooks_while_redis_is_down_are_processed_not_lost(videodb_emulator, redis_server, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    exported = {"event": "capture_session.exported", "capture_session_id": "cap-9", "status": "exported",
+                "timestamp": "2026-01-20T14:00:00Z", "data": {"exported_video_id": "m-9"}}  # fmt: skip
+    async with running_service(settings_for(emu), redis_url) as relay:
+        redis_server.stop()
+        try:
+            assert await emu.post_webhook(relay.webhook_url, exported) == [200]  # answered at once
+            await wait_until(lambda: sample(relay.metrics, "relay_redis_errors_total", operation="videodb_webhook_dedupe") == 1)
+        finally:
+            redis_server.start()
+        events = collect("relay:events:videodb:*:session.status")  # before the publisher's next retry
+        got = await events.wait_for(1)
+        assert got[0].payload.detail["data"]["exported_video_id"] == "m-9"
