@@ -12,7 +12,7 @@ It starts what is missing and stops everything it started::
   there, else a private ``redis-server`` on a free port that keeps nothing on disk.
 * **Emulators** (:mod:`relay.providers.videodb.emulator`, :mod:`relay.providers.asapp.emulator`)
   run in this process, and the relay's settings point at them: ASAPP bridges every meeting, VideoDB
-  watches collection ``default``. The VideoDB emulator only speaks when driven, so the demo plays a
+  watches a collection of its own. The VideoDB emulator only speaks when driven, so the demo plays a
   desktop capture session: it posts the ``capture_session.active`` webhook to the relay, and once
   the relay has bound its jobs, emits transcripts, index descriptions and an alert. A relay built
   without a bridge simply shows no events from that provider (the demo says so).
@@ -36,7 +36,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,6 +58,8 @@ ENDLESS_MEETING_S = 60.0
 #: The desktop capture session the demo plays on the VideoDB emulator.
 CAPTURE_SESSION = "demo-capture-1"
 MIC, DISPLAY = "rts-demo-mic", "rts-demo-display"
+#: Its own collection id, so a demo against a shared Redis never contends for a real relay's lease.
+COLLECTION = "relay-demo"
 _VIDEODB_LINES = (
     "let's walk through the quarterly numbers",
     "revenue is up eleven percent over last quarter",
@@ -68,6 +70,8 @@ _VIDEODB_SCENES = ("A slide deck titled Q3 Review is on screen", "A spreadsheet 
 
 @dataclass(frozen=True)
 class DemoOptions:
+    """What ``relay demo`` plays; ``duration_s=None`` plays meetings until SIGINT/SIGTERM."""
+
     duration_s: float | None = None
     bots: int = 2
     participants: int = 2
@@ -79,10 +83,9 @@ class DemoOptions:
 
 @dataclass
 class _Status:
-    """What the demo started, for the banner and the summary."""
+    """Where the demo says what it started and stopped (stderr, apart from the events on stdout)."""
 
     console: Console
-    notes: list[str] = field(default_factory=list)
 
     def say(self, text: str) -> None:
         self.console.print(text, highlight=False)
@@ -138,7 +141,7 @@ async def _videodb_emulator(status: _Status) -> AsyncIterator[Any]:
         status.say("VideoDB emulator: not in this build; skipped")
         yield None
         return
-    emulator = VideoDBEmulator(api_key="sk-demo-videodb", collections=("default",))
+    emulator = VideoDBEmulator(api_key="sk-demo-videodb", collections=(COLLECTION,))
     await emulator.start()
     status.say(f"VideoDB emulator: {emulator.base_url}")
     try:
@@ -165,7 +168,7 @@ def relay_settings(config: Path | None, redis_url: str, port: int, asapp: Any, v
     if videodb is not None:
         overrides["videodb"] = {
             "enabled": True, "base_url": videodb.base_url, "api_key": videodb.api_key, "api_key_file": None,
-            "collections": ["default"], "webhook_secret": None, "webhook_secret_file": None,
+            "collections": [COLLECTION], "webhook_secret": None, "webhook_secret_file": None,
             "alerts": [{"label": "revenue_chart", "prompt": "A revenue chart is on screen"}],
         }  # fmt: skip
     # Environment and file values are merged under these, key by key (pydantic-settings deep-merges).
@@ -196,7 +199,9 @@ async def _relay(settings: Settings, status: _Status) -> AsyncIterator[Any]:
                 await task
                 raise RuntimeError("the relay stopped before it started")
             await asyncio.sleep(0.01)
-        status.say(f"relay: ws://127.0.0.1:{port}{settings.recall.path}/?token=… (metrics at http://127.0.0.1:{port}/metrics)")
+        # The demo's token is no secret (loopback only): printed whole so `relay simulate-bot --url` can join in.
+        path = settings.recall.path.rstrip("/")
+        status.say(f"relay: ws://127.0.0.1:{port}{path}/?token={DEMO_TOKEN} (metrics: http://127.0.0.1:{port}/metrics)")
         yield app, port
     finally:
         server.should_exit = True
@@ -333,7 +338,7 @@ async def demo(options: DemoOptions, stop: asyncio.Event, status: _Status) -> in
 
         url = f"ws://127.0.0.1:{port}{settings.recall.path.rstrip('/')}/?token={DEMO_TOKEN}"
         if videodb is not None:  # a side show: it plays until the meetings end
-            webhook = f"http://127.0.0.1:{port}{settings.videodb.webhook_path}"
+            webhook = f"http://127.0.0.1:{port}{settings.videodb.webhook_path.rstrip('/')}/{COLLECTION}"
             driver = asyncio.create_task(_drive_videodb(videodb, webhook, status, stop), name="demo-videodb")
             stack.push_async_callback(_cancelled, driver)
         length = f"{options.duration_s:g} s" if options.duration_s is not None else "until Ctrl-C"
@@ -346,10 +351,13 @@ async def demo(options: DemoOptions, stop: asyncio.Event, status: _Status) -> in
     return 0
 
 
-async def _quiet(printer: EventPrinter, settle_s: float = 0.3) -> None:
-    """After the relay stopped, give the display a moment to show what it flushed."""
+async def _quiet(printer: EventPrinter, settle_s: float = 0.3, limit_s: float = 3.0) -> None:
+    """After the relay stopped, let the display show what it flushed: until nothing new arrived for
+    ``settle_s`` (a shared Redis may carry other publishers' events, hence ``limit_s``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
     shown = -1
-    while shown != printer.shown:
+    while shown != printer.shown and loop.time() < deadline:
         shown = printer.shown
         await asyncio.sleep(settle_s)
 
