@@ -98,6 +98,13 @@ def test_dashboard_covers_the_core_metrics_and_its_datasource_is_provisioned() -
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "relay.json").read_text())
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for p in dashboard["panels"]:  # no two panels overlap on Grafana's 24-column grid
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not mine & cells, p["title"]
+        cells |= mine
     (source,) = load(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")["datasources"]
     assert {p["datasource"]["uid"] for p in dashboard["panels"] if "datasource" in p} == {source["uid"]}
 
