@@ -90,8 +90,11 @@ class VideoDBSettings(BaseModel):
     #: API key (``sk-...``) sent as ``x-access-token``; or read from ``api_key_file``.
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
-    #: Collection ids (strings) or tables ``{id, base_url, api_key, api_key_file}``.
-    collections: Annotated[list[CollectionSettings], NoDecode] = Field(default_factory=list)
+    #: Collection ids (strings) or tables ``{id, base_url, api_key, api_key_file}``; VideoDB's
+    #: own default collection is called ``default``.
+    collections: Annotated[list[CollectionSettings], NoDecode] = Field(
+        default_factory=lambda: [CollectionSettings(id="default")]
+    )
 
     # --- real-time jobs started on each rtstream of an active capture session -------------------
     transcript: bool = True

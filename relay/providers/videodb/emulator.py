@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -40,6 +41,7 @@ from typing import Any, Final
 import httpx
 import orjson
 import uvicorn
+from uvicorn.config import UvicornDeprecationWarning
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -428,6 +430,9 @@ class AppServer:
         # ws="websockets": uvicorn's websockets-sansio server dropped sockets right after the
         # handshake and hung at shutdown in our tests (uvicorn 0.3x); revisit when it matures.
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", ws="websockets")
+        with warnings.catch_warnings():  # uvicorn's notice that this choice is deprecated: known, see above
+            warnings.simplefilter("ignore", UvicornDeprecationWarning)
+            config.load()
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._task: asyncio.Task[None] | None = None

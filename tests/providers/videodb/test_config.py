@@ -47,7 +47,8 @@ prompt = "A password is visible"
 @pytest.mark.parametrize(
     "values,message",
     [
-        ({"enabled": True}, "at least one collection"),
+        ({"enabled": True, "collections": []}, "at least one collection"),
+        ({"enabled": True}, "has no api_key"),
         ({"enabled": True, "collections": ["a"]}, "has no api_key"),
         ({"collections": ["a", "a"]}, "unique"),
         ({"collections": ["bad id"]}, "pattern"),
