@@ -240,3 +240,19 @@ async def test_webhooks_while_redis_is_down_are_processed_not_lost(videodb_emula
         events = collect("relay:events:videodb:*:session.status")  # before the publisher's next retry
         got = await events.wait_for(1)
         assert got[0].payload.detail["data"]["exported_video_id"] == "m-9"
+
+
+async def test_several_collections_each_get_their_socket_and_webhooks(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    events = collect("relay:events:videodb:*:transcript.*")
+    other_session = {**ACTIVE, "capture_session_id": "cap-other",
+                     "data": {"rtstreams": [{"rtstream_id": "rts-9", "name": "mic:default", "media_types": ["audio"]}]}}  # fmt: skip
+    async with running_service(settings_for(emu, collections=["default", "other"]), redis_url) as relay:
+        await emu.wait_connections(2)
+        assert await emu.post_webhook(relay.webhook_url + "/other", other_session) == [200]
+        conn = await emu.wait_bound("rts-9", "transcript")
+        assert conn == relay.service.client("other").connection_id != relay.service.client("default").connection_id
+        assert await emu.emit("rts-9", "transcript", transcript("other collection"))
+        got = await events.wait_for(1)
+        assert got[0].session.id == "cap-other"
+        assert await redis_client.hlen("relay:videodb:default:rtstreams") == 0
