@@ -6,7 +6,7 @@ It starts what is missing and stops everything it started::
     VideoDB emulator  ◀──ws + REST──┐
     ASAPP emulator    ◀──ws + REST──┤
                                     relay (in this process, on 127.0.0.1:<port>) ──▶ Redis ──▶ this screen
-    simulated Recall bots ──wss────▶┘                                                    (relay tail's renderer)
+    simulated Recall bots ──ws─────▶┘                                                    (relay tail's renderer)
 
 * **Redis**: the configured URL (``RELAY_REDIS_URL`` or ``--config``) when something answers
   there, else a private ``redis-server`` on a free port that keeps nothing on disk.

@@ -170,6 +170,8 @@ async def run(args: argparse.Namespace, *, redis_url: str, prefix: str = "relay"
     except (RedisError, OSError) as exc:
         await client.aclose()
         err.print(f"relay tail: cannot subscribe at {_redact(redis_url)}: {exc}")
+        err.print("relay tail: point --redis-url (or RELAY_REDIS_URL) at the relay's Redis; a private one "
+                  "started by `relay serve` logs its URL when it starts")  # fmt: skip
         return 1
     err.print(f"subscribed to {', '.join(client.patterns)} at {_redact(redis_url)}", style="dim")
 
