@@ -33,7 +33,6 @@ import contextlib
 import signal
 import socket
 import time
-import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -368,9 +367,6 @@ async def run(args: argparse.Namespace) -> int:
         duration_s=args.duration, bots=args.bots, participants=args.participants, media=args.media,
         json=args.json, port=args.port, config=args.config,
     )  # fmt: skip
-    # The VideoDB emulator serves with uvicorn's legacy websockets protocol on purpose (see
-    # relay.providers.videodb.emulator.AppServer); its deprecation notice means nothing to a demo user.
-    warnings.filterwarnings("ignore", message="The `websockets` implementation is deprecated")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
