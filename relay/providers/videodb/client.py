@@ -83,6 +83,7 @@ class VideoDBCollectionClient:
         self._binder = JobBinder(http, settings, metrics)
         self._sessions: dict[str, str] = {}  # rtstream id -> capture session id
         self._bound: set[str] = set()  # rtstreams bound to the current connection
+        self._logged_reasons: set[str] = set()  # frame rejection reasons logged on this connection
         self._nudged = asyncio.Event()
         self.connection_id: str | None = None
         #: Set once VideoDB rejected the key: the collection is stopped until the relay restarts.
@@ -115,6 +116,7 @@ class VideoDBCollectionClient:
                     hello = await asyncio.wait_for(ws.recv(), s.http_timeout_s)
                     self.connection_id = parse_hello(hello)
                     self._bound = set()
+                    self._logged_reasons = set()
                     self._metrics.upstream_connects.labels(PROVIDER).inc()
                     self._metrics.upstream_connected.labels(PROVIDER, target).set(1)
                     log.info("videodb %s: connected (connection %s)", target, self.connection_id)
@@ -189,7 +191,10 @@ class VideoDBCollectionClient:
             event = parse_frame(message, received=datetime.now(timezone.utc), sessions=self._sessions)
         except FrameError as exc:
             self._metrics.frames_rejected.labels(PROVIDER, exc.reason).inc()
-            log.warning("videodb %s: frame rejected (%s)", self.collection.id, exc.reason)
+            # Once per reason per socket at warning level: a broken upstream must not flood the log.
+            level = logging.DEBUG if exc.reason in self._logged_reasons else logging.WARNING
+            self._logged_reasons.add(exc.reason)
+            log.log(level, "videodb %s: frame rejected (%s)", self.collection.id, exc.reason)
             return
         await self._publisher.publish(event, received_ns=received_ns)
 

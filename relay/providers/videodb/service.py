@@ -101,6 +101,10 @@ class _CollectionRunner:
                 with contextlib.suppress(RedisError, OSError, TimeoutError):
                     async with asyncio.timeout(self._settings.http_timeout_s):
                         await self.lease.release()
+            # Lost the lease, or the client crashed: pause before competing again, so a crash
+            # loop cannot spin and another process gets a fair chance at the lease.
+            if not self.client.rejected:
+                await asyncio.sleep(self._settings.sync_interval_s)
 
     async def _hold(self) -> None:
         """Run the client while renewing; return when the lease is lost or the client stops."""

@@ -256,3 +256,28 @@ async def test_several_collections_each_get_their_socket_and_webhooks(videodb_em
         got = await events.wait_for(1)
         assert got[0].session.id == "cap-other"
         assert await redis_client.hlen("relay:videodb:default:rtstreams") == 0
+
+
+async def test_a_crashing_client_is_logged_and_restarted(videodb_emulator, redis_url, redis_client, collect, caplog) -> None:
+    emu = videodb_emulator
+    events = collect("relay:events:videodb:*:transcript.*")
+    async with running_service(settings_for(emu), redis_url) as relay:
+        await activate(emu, relay)
+        client = relay.service.client("default")
+        handle = client._handle
+        crashes = []
+
+        async def crash_once(message):  # a bug in our own code, not an upstream failure
+            if not crashes:
+                crashes.append(message)
+                raise RuntimeError("bug")
+            await handle(message)
+
+        client._handle = crash_once  # type: ignore[method-assign]
+        first = emu.bound_to("rts-1", "transcript")
+        assert await emu.emit("rts-1", "transcript", transcript("lost to the bug"))
+        await emu.wait_until(lambda: emu.is_live_bound("rts-1", "transcript") and emu.bound_to("rts-1", "transcript") != first)
+        assert await emu.emit("rts-1", "transcript", transcript("after restart"))
+        assert [e.payload.text for e in await events.wait_for(1)] == ["after restart"]
+        assert sample(relay.metrics, "relay_upstream_errors_total", provider="videodb", reason="internal") == 1
+        assert "client crashed" in caplog.text
