@@ -64,7 +64,11 @@ class RedisServerProcess:
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", self._dir.name, "--logfile", str(log), "--protected-mode", "no",
         ]  # fmt: skip
-        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its own session: a Ctrl-C in the terminal goes to the relay, which still needs Redis to
+        # publish what it holds; the relay stops this server itself when it is done.
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while not redis_answers("127.0.0.1", self.port):
             if self._proc.poll() is not None:
