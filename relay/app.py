@@ -123,6 +123,8 @@ def create_app(settings: Settings) -> Starlette:
         max_frame_bytes=recall.max_frame_bytes,
         ping_interval_s=recall.ping_interval_s,
         ping_timeout_s=recall.ping_timeout_s,
+        # Within uvicorn's wait for connections to close (half the grace), leaving time to flush.
+        drain_timeout_s=settings.server.shutdown_grace_s * 0.4,
     )
     relay = Relay(settings, metrics, redis, publisher, ingress, components)
 

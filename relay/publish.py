@@ -112,6 +112,7 @@ class EventPublisher:
         self._accepted = 0
         # Bound metric children per (source, type): label lookups cost more than the increment.
         self._received_children: dict[tuple[str, str], Any] = {}
+        self._done_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._published_children: dict[tuple[str, str], Any] = {}
         metrics.queue_depth.set_function(self._queue.qsize)
         metrics.outage_buffer_bytes.set_function(lambda: self._backlog_bytes if not self._redis_ok else 0)
@@ -159,6 +160,30 @@ class EventPublisher:
         if child is None:
             child = self._received_children[key] = self._metrics.events_received.labels(source, type_label)
         return child
+
+    @property
+    def accepted(self) -> int:
+        """Events accepted since start (a position in the stream, for :meth:`wait_done`)."""
+        return self._accepted
+
+    async def wait_done(self, position: int) -> None:
+        """Wait until every event up to ``position`` (an earlier :attr:`accepted`) was published or dropped."""
+        if self._published + self._dropped >= position:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._done_waiters.append((position, future))
+        await future
+
+    def _wake_done_waiters(self) -> None:
+        done = self._published + self._dropped
+        still = []
+        for position, future in self._done_waiters:
+            if position <= done:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((position, future))
+        self._done_waiters = still
 
     @property
     def redis_ok(self) -> bool:
@@ -254,6 +279,8 @@ class EventPublisher:
             self._queue.task_done()
         self._published += len(batch)
         self._metrics.publish_batch_size.observe(len(batch))
+        if self._done_waiters:
+            self._wake_done_waiters()
 
     async def _ping(self) -> bool:
         try:
@@ -336,3 +363,5 @@ class EventPublisher:
     def _count_drop(self, item: _Outgoing, reason: str) -> None:
         self._dropped += 1
         self._metrics.events_dropped.labels(item.source, reason).inc()
+        if self._done_waiters:
+            self._wake_done_waiters()

@@ -149,13 +149,6 @@ async def test_sigterm_closes_1012_and_the_bot_continues_on_the_other_process(
     figures.record("handshakes tried", run.bot.attempts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RecallConnection.shutdown() closes TCP right after sending 1012: frames the bot sent before "
-    "it read the close (the whole socket buffer under backpressure) are discarded unread, the reset "
-    "can turn 1012 into 1006, and the bot reconnects before the drained process has published its "
-    "queue, so the other process' events overtake them; fix proposed in docs/reliability.md",
-)
 async def test_sigterm_loses_nothing_the_bot_sent_and_keeps_order(relay_processes, collect, recall_bot) -> None:  # type: ignore[no-untyped-def]
     run = await sigterm_under_load(relay_processes, collect, recall_bot)
     assert run.bot.close_code == 1012

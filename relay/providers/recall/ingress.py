@@ -19,8 +19,10 @@ upgrades to :meth:`RecallIngress.protocol_factory` (its documented ``ws`` protoc
   then slows the bot) and resumes when its events are in.
 * **Keepalive**: one timer pings every connection quiet for ``ping_interval`` and closes (1011)
   those that do not answer within ``ping_timeout``.
-* **Shutdown**: uvicorn calls :meth:`RecallConnection.shutdown`, which closes with 1012 (service
-  restart) so Recall's retries land on another replica; frames already read are still published.
+* **Shutdown**: uvicorn calls :meth:`RecallConnection.shutdown`, which sends a 1012 close (service
+  restart) so Recall's retries land on another replica, then keeps reading until the bot's close
+  reply: every frame the bot sent before it saw the close is still published, before the bot's
+  retry can reach another replica.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class RecallIngress:
         max_frame_bytes: int = 4 * 1024 * 1024,
         ping_interval_s: float = 20.0,
         ping_timeout_s: float = 20.0,
+        drain_timeout_s: float = 5.0,
     ) -> None:
         self.publisher = publisher
         self.metrics = metrics
@@ -79,6 +82,7 @@ class RecallIngress:
         self.max_frame_bytes = max_frame_bytes
         self.ping_interval = ping_interval_s
         self.ping_timeout = ping_timeout_s
+        self.drain_timeout = drain_timeout_s
         self.connections: set[RecallConnection] = set()
         self.closing = False
         self._keepalive: asyncio.Task[None] | None = None
@@ -159,6 +163,7 @@ class RecallConnection(asyncio.Protocol):
     __slots__ = (
         "_ingress", "_uvicorn_connections", "_transport", "_ws", "_parser", "_client", "_open",
         "_last_seen", "_ping_sent_at", "_fragments", "_text", "_backlog", "_rejected", "_close_code",
+        "_drain_deadline", "_drain_timer",
     )  # fmt: skip
 
     def __init__(self, ingress: RecallIngress, uvicorn_connections: set[Any]) -> None:
@@ -176,6 +181,9 @@ class RecallConnection(asyncio.Protocol):
         self._backlog: deque[tuple[EventBase, int]] | None = None
         self._rejected = 0
         self._close_code: int | None = None
+        # Set while draining at shutdown: when to give up on the bot's close reply, and the timer.
+        self._drain_deadline: float | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -233,11 +241,48 @@ class RecallConnection(asyncio.Protocol):
     # --- uvicorn's connection interface --------------------------------------------------------
 
     def shutdown(self) -> None:
-        """The server is stopping: close with 1012 so Recall retries elsewhere."""
-        if self._open:
-            self._close(1012, "service restart")
-        elif self._transport is not None:
+        """The server is stopping: close with 1012 (service restart) so Recall retries elsewhere.
+
+        Without losing what is in flight: frames the bot sent before it read our close frame are
+        still on the wire, so the connection keeps reading and publishing until the bot's close
+        reply, which comes after its last frame. It then waits until what it accepted is
+        published, so the bot's retry, landing on another replica, cannot overtake it. A bot that
+        never replies is cut off after the ingress' ``drain_timeout``.
+        """
+        if not self._open:
+            if self._transport is not None:
+                self._transport.close()
+            return
+        if self._close_code is not None:
+            return
+        self._close_code = 1012
+        loop = asyncio.get_running_loop()
+        self._drain_deadline = loop.time() + self._ingress.drain_timeout
+        self._drain_timer = loop.call_at(self._drain_deadline, self._abort_drain)
+        self._ws.send_close(1012, "service restart")
+        self._flush()
+
+    def _abort_drain(self) -> None:
+        self._drain_timer = None
+        log.warning("Recall connection %s (session %s) did not answer the 1012 close in %.0f s",
+                    self._client, _session_id(self._parser), self._ingress.drain_timeout)  # fmt: skip
+        if self._transport is not None:
             self._transport.close()
+
+    async def _close_when_published(self) -> None:
+        """The bot's last frame is in: close TCP once its events are published (bounded)."""
+        assert self._drain_deadline is not None
+        publisher = self._ingress.publisher
+        try:
+            async with asyncio.timeout_at(self._drain_deadline):
+                while self._backlog is not None:  # events still waiting for room in the queue
+                    await asyncio.sleep(0.01)
+                await publisher.wait_done(publisher.accepted)
+        except TimeoutError:
+            pass
+        finally:
+            if self._transport is not None:
+                self._transport.close()
 
     # --- handshake -----------------------------------------------------------------------------
 
@@ -366,13 +411,20 @@ class RecallConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        for chunk in self._ws.data_to_send():
+        ws = self._ws
+        eof = False
+        for chunk in ws.data_to_send():
             if chunk:
                 transport.write(chunk)
             else:  # ServerProtocol's signal to close the TCP connection
-                transport.close()
-                return
-        if self._ws.close_expected():
+                eof = True
+        if self._drain_timer is not None:
+            # Draining at shutdown: keep the socket until the bot's close reply has come.
+            if eof or ws.close_rcvd is not None:
+                self._drain_timer.cancel()
+                self._drain_timer = None
+                self._ingress.track(asyncio.create_task(self._close_when_published()))
+        elif self._drain_deadline is None and (eof or ws.close_expected()):
             # A server closes TCP first: after the closing handshake, or once it sent a close.
             transport.close()
 
