@@ -36,11 +36,11 @@ QUICK: dict[str, dict[str, Any]] = {
 }
 
 
-def save(result: dict[str, Any]) -> Path:
+def save(result: dict[str, Any], tag: str | None = None) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result["machine"] = machine.describe()
-    path = RESULTS / f"{result['workload']}.json"
+    path = RESULTS / f"{result['workload']}{'-' + tag if tag else ''}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
 
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", help="comma-separated subset of relay,handwritten,forwarder")
     parser.add_argument("--loadgen-procs", type=int, default=2, help="load-generator processes (default 2)")
     parser.add_argument("--relay-src", type=Path, help="run the relay from this directory (e.g. a `git archive` of a commit)")
+    parser.add_argument("--tag", help="save as bench/results/<workload>-<tag>.json (kept out of the report)")
     args = parser.parse_args(argv)
     if args.relay_src is not None:
         args.relay_src = args.relay_src.resolve()
@@ -77,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                 options["targets"] = tuple(args.targets.split(","))
             print(f"== {name} {options or ''}", flush=True)
             result = getattr(workloads, name)(bench, **options)
-            path = save(result)
+            if args.relay_src is not None:
+                result["relay_src"] = str(args.relay_src)
+            path = save(result, args.tag)
             print(json.dumps(result["summary"], indent=2), flush=True)
             print(f"-> {path.relative_to(ROOT)}", flush=True)
     if args.workload == "all":

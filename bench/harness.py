@@ -53,10 +53,11 @@ def proc_rss_kb(pid: int) -> int:
     return 0
 
 
-def proc_cpu_s(pid: int) -> float:
+def proc_cpu_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, from ``/proc/<pid>/stat``."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
 
 
 @dataclass
@@ -78,8 +79,10 @@ class Target:
     def rss_kb(self) -> int:
         return sum(proc_rss_kb(pid) for pid in self.pids)
 
-    def cpu_s(self) -> float:
-        return sum(proc_cpu_s(pid) for pid in self.pids)
+    def cpu_s(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of all the target's processes."""
+        times = [proc_cpu_s(pid) for pid in self.pids]
+        return sum(t[0] for t in times), sum(t[1] for t in times)
 
     def stop(self) -> None:
         for p in self.procs:
@@ -104,13 +107,14 @@ def start_target(name: str, redis_url: str, max_connections: int = 20_000, relay
     env = {**os.environ, "PYTHONPATH": path, "RELAY_REDIS_URL": redis_url, "RELAY_RECALL_TOKENS": TOKEN,
            "RELAY_SERVER_LOG_LEVEL": "warning", "RELAY_SERVER_ACCESS_LOG": "false",
            "RELAY_RECALL_MAX_CONNECTIONS": str(max_connections)}  # fmt: skip
-    py = sys.executable
+    # -P: the relay is imported from PYTHONPATH (relay_src first), not from the working directory.
+    py = [sys.executable, "-P"]
     if name == "relay":
-        commands = [[py, "-m", "relay.cli", "serve", "--port", str(port)]]
+        commands = [[*py, "-m", "relay.cli", "serve", "--port", str(port)]]
     elif name.startswith("relay-w"):
-        commands = [[py, "-m", "bench.relay_worker", "--port", str(port)]] * int(name[len("relay-w") :])
+        commands = [[*py, "-m", "bench.relay_worker", "--port", str(port)]] * int(name[len("relay-w") :])
     elif name in ("handwritten", "forwarder", "discard"):
-        commands = [[py, "-m", f"bench.baselines.{name}", "--port", str(port), "--redis-url", redis_url, "--token", TOKEN]]
+        commands = [[*py, "-m", f"bench.baselines.{name}", "--port", str(port), "--redis-url", redis_url, "--token", TOKEN]]
     else:
         raise ValueError(f"unknown target {name!r}")
     target = Target(name, port)
@@ -182,6 +186,7 @@ class Bench:
                 settle_s: float = 2.0, drain_timeout_s: float = 30.0) -> dict[str, Any]:  # fmt: skip
         """One run against a running ``target`` (see :meth:`run_load`)."""
         ctx = self.ctx
+        load_avg = os.getloadavg()[0]  # the machine is shared: how busy it was when this run began
         counting = target.name != "discard" and kind != "idle"
         rss_before = target.rss_kb()
         sub = None
@@ -236,7 +241,9 @@ class Bench:
             sub_stop.set()
             received = sub_out.get(timeout=30)
             sub.join(10)
-        cpu_used = target.cpu_s() - cpu_begin
+        cpu_end = target.cpu_s()
+        user_s, system_s = cpu_end[0] - cpu_begin[0], cpu_end[1] - cpu_begin[1]
+        cpu_used = user_s + system_s
         began = start_at.value
         ended = max((r.get("ended", began) for r in results), default=began)
         result: dict[str, Any] = {
@@ -246,9 +253,9 @@ class Bench:
             "send_errors": sum(r.get("send_errors", 0) for r in results),
             "send_rate": round(sent / (ended - began), 1) if ended > began else None,
             "loadgen_behind_max_s": max((r.get("behind_max_s", 0.0) for r in results), default=0.0),
-            "target_cpu_s": round(cpu_used, 2),
+            "target_cpu_s": round(cpu_used, 2), "target_cpu_user_s": round(user_s, 2), "target_cpu_system_s": round(system_s, 2),
             "target_rss_kb": {"before": rss_before, "connected": rss_connected, "after": target.rss_kb()},
-            "errors": [r["error"] for r in results if "error" in r],
+            "errors": [r["error"] for r in results if "error" in r], "load_avg_1m": round(load_avg, 2),
         }  # fmt: skip
         if received:
             got = received["received"]
