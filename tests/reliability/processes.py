@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -62,11 +63,35 @@ class RelayProcess:
         )  # fmt: skip
         self._reader = threading.Thread(target=self._read, name=f"relay {self.port} stderr", daemon=True)
         self._reader.start()
+        deadline = time.monotonic() + timeout
         if not self._ready.wait(timeout):
             raise TimeoutError(f"relay process did not become ready in {timeout} s:\n{self.stderr}")
-        if self.returncode is not None:
-            raise RuntimeError(f"relay process exited with {self.returncode}:\n{self.stderr}")
+        # "relay ready" is logged by the lifespan, just before uvicorn starts listening.
+        while not self.listening():
+            if self.returncode is not None:
+                raise RuntimeError(f"relay process exited with {self.returncode}:\n{self.stderr}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"relay process did not listen in {timeout} s:\n{self.stderr}")
+            time.sleep(0.01)
         return self
+
+    def listening(self) -> bool:
+        """Whether this process (not another on the same port) has a listening socket on the port."""
+        needle = f":{self.port:04X} 00000000:0000 0A "
+        with open("/proc/net/tcp") as f:
+            inodes = {line.split()[9] for line in f if needle in line}
+        try:
+            fds = os.listdir(f"/proc/{self.pid}/fd")
+        except FileNotFoundError:
+            return False
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{self.pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return True
+        return False
 
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
