@@ -6,7 +6,7 @@
         result = bench.run_load("relay", kind="transcript", bots=20, rate=0, duration_s=5)
 
 A *target* is what receives the bots: ``relay`` (``relay serve``, the product), ``relay-w<K>``
-(K relay processes sharing the port with ``SO_REUSEPORT``, :mod:`bench.relay_worker`),
+(``relay serve --workers K``: K processes sharing the port with ``SO_REUSEPORT``),
 ``handwritten`` and ``forwarder`` (:mod:`bench.baselines`), or ``discard`` (the load generator's
 ceiling). Each run starts its target fresh and stops it after, so runs do not share warm state.
 """
@@ -60,6 +60,13 @@ def proc_cpu_s(pid: int) -> tuple[float, float]:
     return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
 
 
+def _or_zero(read: Any, pid: int) -> Any:
+    try:
+        return read(pid)
+    except OSError:  # the process exited between listing and reading
+        return 0
+
+
 @dataclass
 class Target:
     """A running target: its processes and the URL the bots connect to."""
@@ -74,14 +81,26 @@ class Target:
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        """The target's processes and all their descendants (``relay serve --workers`` forks workers)."""
+        out: list[int] = []
+        todo = [p.pid for p in self.procs]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as f:
+                        todo += [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+        return out
 
     def rss_kb(self) -> int:
-        return sum(proc_rss_kb(pid) for pid in self.pids)
+        return sum(_or_zero(proc_rss_kb, pid) for pid in self.pids)
 
     def cpu_s(self) -> tuple[float, float]:
-        """(user, system) CPU seconds of all the target's processes."""
-        times = [proc_cpu_s(pid) for pid in self.pids]
+        """(user, system) CPU seconds of all the target's processes (exited children not counted)."""
+        times = [_or_zero(proc_cpu_s, pid) or (0.0, 0.0) for pid in self.pids]
         return sum(t[0] for t in times), sum(t[1] for t in times)
 
     def stop(self) -> None:
@@ -112,16 +131,17 @@ def start_target(name: str, redis_url: str, max_connections: int = 20_000, relay
     if name == "relay":
         commands = [[*py, "-m", "relay.cli", "serve", "--port", str(port)]]
     elif name.startswith("relay-w"):
-        commands = [[*py, "-m", "bench.relay_worker", "--port", str(port)]] * int(name[len("relay-w") :])
+        commands = [[*py, "-m", "relay.cli", "serve", "--port", str(port), "--workers", name[len("relay-w") :]]]
     elif name in ("handwritten", "forwarder", "discard"):
         commands = [[*py, "-m", f"bench.baselines.{name}", "--port", str(port), "--redis-url", redis_url, "--token", TOKEN]]
     else:
         raise ValueError(f"unknown target {name!r}")
+    listeners = int(name[len("relay-w") :]) if name.startswith("relay-w") else 1
     target = Target(name, port)
     for command in commands:
         target.procs.append(subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL))
     deadline = time.monotonic() + 30
-    while _listeners(port) < len(commands):
+    while _listeners(port) < listeners:
         if time.monotonic() > deadline or any(p.poll() is not None for p in target.procs):
             target.stop()
             raise RuntimeError(f"target {name} did not start")
@@ -137,7 +157,7 @@ def _warm_up(target: Target) -> None:
     async def one() -> None:
         from relay.providers.recall.simulator import SimulatedBot
 
-        for _ in range(len(target.procs) * 2):
+        for _ in range(8):  # several connections, so every worker of a multi-process target gets one
             async with SimulatedBot(target.url, open_timeout=30) as bot:
                 before, after = loadgen.templates("transcript", 999_999)
                 from bench import marker

@@ -19,5 +19,10 @@ def describe() -> dict[str, Any]:
         free = subprocess.run(["free", "-m"], capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         free = ""
-    return {"cpu_model": model, "cpus": os.cpu_count(), "free_m": free, "load_avg": os.getloadavg(),
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"commit": commit, "cpu_model": model, "cpus": os.cpu_count(), "free_m": free, "load_avg": os.getloadavg(),
             "python": platform.python_version(), "kernel": platform.release()}  # fmt: skip

@@ -168,7 +168,12 @@ def render(results: dict[str, dict[str, Any] | None]) -> str:
         lines += ["", "Self time (the leaf frame):", "", "| self % | function |", "|---:|---|"]
         lines += [f"| {pct:.1f} | `{name}` |" for name, pct in profile["self"][:20]]
         lines.append("")
-    lines += ["## Hardware", "", f"Results from {when[0] if when else '?'} to {when[-1] if when else '?'} (UTC).", "",
+    srcs = sorted({r.get("relay_src") or "this checkout" for r in results.values() if r})
+    loads = [run["load_avg_1m"] for r in results.values() if r for run in r["runs"] if "load_avg_1m" in run]
+    lines += ["## Hardware", "", f"Results from {when[0] if when else '?'} to {when[-1] if when else '?'} (UTC), "
+              f"checkout at commit `{machine.get('commit', '?')}`, relay from {', '.join(srcs)}."
+              + (f" 1-minute load average at the start of each run: {min(loads):.1f} to {max(loads):.1f} "
+                 "(2 CPUs: above 2, other jobs were competing for the cores)." if loads else ""), "",
               f"* CPU: {machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} logical CPUs (`/proc/cpuinfo`)",
               f"* Python {machine.get('python', '?')}, Linux {machine.get('kernel', '?')}, load average at the start "
               f"{', '.join(f'{x:.2f}' for x in machine.get('load_avg', []))}",

@@ -175,7 +175,7 @@ def idle(bench: Bench, bots: int = 2000, hold_s: float = 1.0, targets: Sequence[
 
 
 def scaling(bench: Bench, bots: int = 20, duration_s: float = 5.0, workers: Sequence[int] = (1, 2)) -> Result:
-    """Flood against 1 and 2 relay processes sharing the port (``SO_REUSEPORT``, :mod:`bench.relay_worker`)."""
+    """Flood against ``relay serve --workers 1`` and ``--workers 2`` (processes sharing the port with ``SO_REUSEPORT``)."""
     runs = {k: bench.run_load(f"relay-w{k}", kind="transcript", bots=bots, rate=0, duration_s=duration_s) for k in workers}
     summary: dict[str, Any] = {f"workers_{k}": {"events_per_s": r.get("events_per_s"), "cpu_us_per_event": r.get("cpu_us_per_event"),
                                "lost": r.get("lost")} for k, r in runs.items()}  # fmt: skip
