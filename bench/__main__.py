@@ -6,6 +6,7 @@
     python -m bench audio        # most bots x 50 buffers/s of 20 ms in real time
     python -m bench idle         # RSS per idle connection
     python -m bench scaling      # flood on 1 vs 2 relay processes (SO_REUSEPORT)
+    python -m bench asapp        # the ASAPP bridge's CPU per stream (relay with the bridge on vs off)
     python -m bench all          # all of the above, then docs/performance.md (python -m bench.report)
 
 Each writes ``bench/results/<workload>.json`` and prints its summary (ratios against the baselines).
@@ -25,7 +26,7 @@ from bench import machine, workloads
 from bench.harness import ROOT, Bench
 
 RESULTS = ROOT / "bench" / "results"
-WORKLOADS = ("flood", "capacity", "latency", "audio", "idle", "scaling")
+WORKLOADS = ("flood", "capacity", "latency", "audio", "idle", "scaling", "asapp")
 QUICK: dict[str, dict[str, Any]] = {
     "flood": {"bots": 4, "duration_s": 2},
     "capacity": {"duration_s": 3, "start": 50, "maximum": 200, "time_cap_s": 30},
@@ -33,6 +34,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "audio": {"duration_s": 2, "start": 10, "maximum": 40, "time_cap_s": 30},
     "idle": {"bots": 100},
     "scaling": {"bots": 4, "duration_s": 2},
+    "asapp": {"bots": 2, "duration_s": 3},
 }
 
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     with Bench(loadgen_procs=args.loadgen_procs, relay_src=args.relay_src) as bench:
         for name in chosen:
             options: dict[str, Any] = dict(QUICK[name]) if args.quick else {}
-            if args.bots is not None and name in ("flood", "latency", "idle", "scaling"):
+            if args.bots is not None and name in ("flood", "latency", "idle", "scaling", "asapp"):
                 options["bots"] = args.bots
             if args.duration is not None and name != "idle":
                 options["duration_s"] = args.duration
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 options["maximum"] = args.maximum
             if args.time_cap is not None and name in ("capacity", "audio"):
                 options["time_cap_s"] = args.time_cap
-            if args.targets and name != "scaling":
+            if args.targets and name not in ("scaling", "asapp"):
                 options["targets"] = tuple(args.targets.split(","))
             print(f"== {name} {options or ''}", flush=True)
             result = getattr(workloads, name)(bench, **options)

@@ -74,6 +74,8 @@ class Target:
     name: str
     port: int
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: Helpers the target needs (the ASAPP emulator): stopped with it, not measured.
+    helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -104,10 +106,10 @@ class Target:
         return sum(t[0] for t in times), sum(t[1] for t in times)
 
     def stop(self) -> None:
-        for p in self.procs:
+        for p in (*self.procs, *self.helpers):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in self.procs:
+        for p in (*self.procs, *self.helpers):
             try:
                 p.wait(15)
             except subprocess.TimeoutExpired:
@@ -128,16 +130,33 @@ def start_target(name: str, redis_url: str, max_connections: int = 20_000, relay
            "RELAY_RECALL_MAX_CONNECTIONS": str(max_connections)}  # fmt: skip
     # -P: the relay is imported from PYTHONPATH (relay_src first), not from the working directory.
     py = [sys.executable, "-P"]
-    if name == "relay":
+    helpers: list[subprocess.Popen[bytes]] = []
+    if name == "relay-asapp":
+        # The relay with the ASAPP bridge on (every meeting bridged) against the ASAPP emulator.
+        asapp_port = _free_port()
+        helpers.append(subprocess.Popen([*py, "-m", "relay.providers.asapp.emulator", "--port", str(asapp_port)],
+                                        env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL))  # fmt: skip
+        env.update({"RELAY_ASAPP_ENABLED": "true", "RELAY_ASAPP_API_ID": "emulator-id", "RELAY_ASAPP_API_SECRET":
+                    "emulator-secret", "RELAY_ASAPP_BASE_URL": f"http://127.0.0.1:{asapp_port}", "RELAY_ASAPP_BRIDGE": "all"})  # fmt: skip
+        deadline = time.monotonic() + 30
+        while _listeners(asapp_port) < 1:
+            if time.monotonic() > deadline or helpers[0].poll() is not None:
+                helpers[0].kill()
+                raise RuntimeError("ASAPP emulator did not start")
+            time.sleep(0.05)
+        name_cmd = "relay"
+    else:
+        name_cmd = name
+    if name_cmd == "relay":
         commands = [[*py, "-m", "relay.cli", "serve", "--port", str(port)]]
-    elif name.startswith("relay-w"):
+    elif name_cmd.startswith("relay-w"):
         commands = [[*py, "-m", "relay.cli", "serve", "--port", str(port), "--workers", name[len("relay-w") :]]]
-    elif name in ("handwritten", "forwarder", "discard"):
+    elif name_cmd in ("handwritten", "forwarder", "discard"):
         commands = [[*py, "-m", f"bench.baselines.{name}", "--port", str(port), "--redis-url", redis_url, "--token", TOKEN]]
     else:
         raise ValueError(f"unknown target {name!r}")
     listeners = int(name[len("relay-w") :]) if name.startswith("relay-w") else 1
-    target = Target(name, port)
+    target = Target(name, port, helpers=helpers)
     for command in commands:
         target.procs.append(subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL))
     deadline = time.monotonic() + 30
@@ -279,6 +298,7 @@ class Bench:
         }  # fmt: skip
         if received:
             got = received["received"]
+            result["unmarked"] = received["unmarked"]  # events the bench did not send: ASAPP transcripts
             span = (received["last_ns"] / 1e9 - began) if received["last_ns"] else 0
             result.update({
                 "received": got, "lost": sent - got, "duplicates": received["duplicates"],

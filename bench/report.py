@@ -83,6 +83,11 @@ def rows(results: dict[str, dict[str, Any] | None]) -> list[list[str]]:
         out.append(["scaling", "flood events/s, 1 → 2 relay processes",
                     f"{_fmt(s.get('workers_1', {}).get('events_per_s'))} → {_fmt(s.get('workers_2', {}).get('events_per_s'))}",
                     "", "", "", "", f"speedup {_fmt(s.get('speedup_2_over_1'), 2)}×", ""])  # fmt: skip
+    if asapp := results.get("asapp"):
+        s = asapp["summary"]
+        out.append(["asapp", f"bridge CPU per stream, % of a core ({asapp['params']['bots']} streams, audio 50 buffers/s)",
+                    _fmt(s.get("cpu_per_stream_pct_of_core"), 2), "", "", "", "",
+                    f"≈ {_fmt(s.get('streams_per_core'))} streams per core; {_fmt(s.get('asapp_events_published'))} ASAPP events published", ""])  # fmt: skip
     return out
 
 
@@ -136,7 +141,7 @@ def render(results: dict[str, dict[str, Any] | None]) -> str:
         "against the baselines, measured in the same run with the same load generator, are steadier.",
         "",
         "Reproduce: `make bench` (every workload, then this page) or one workload: `python -m bench flood`",
-        "(`capacity`, `latency`, `audio`, `idle`, `scaling`); `--quick` for a smoke run. See `bench/README.md`.",
+        "(`capacity`, `latency`, `audio`, `idle`, `scaling`, `asapp`); `--quick` for a smoke run. See `bench/README.md`.",
         "",
         "## Results",
         "",

@@ -182,3 +182,22 @@ def scaling(bench: Bench, bots: int = 20, duration_s: float = 5.0, workers: Sequ
     if 1 in runs and 2 in runs:
         summary["speedup_2_over_1"] = _ratio(runs[2].get("events_per_s"), runs[1].get("events_per_s"))
     return {"workload": "scaling", "params": {"bots": bots, "duration_s": duration_s}, "runs": list(runs.values()), "summary": summary}
+
+
+def asapp(bench: Bench, bots: int = 20, duration_s: float = 10.0) -> Result:
+    """The ASAPP bridge's CPU per stream: ``bots`` speakers of audio (50 buffers/s) with the bridge on and off.
+
+    Each bot is one meeting with one speaker, so one ASAPP stream (16 -> 8 kHz resampling, pacing,
+    the emulator's WebSocket); the difference in the relay's CPU, divided by streams and seconds, is
+    the bridge's cost per stream as a share of one core.
+    """
+    runs = {t: bench.run_load(t, kind="audio", bots=bots, rate=50, duration_s=duration_s) for t in ("relay", "relay-asapp")}
+    off, on = runs["relay"], runs["relay-asapp"]
+    per_stream = (on["target_cpu_s"] - off["target_cpu_s"]) / bots / duration_s
+    summary = {
+        "cpu_s_bridge_off": off["target_cpu_s"], "cpu_s_bridge_on": on["target_cpu_s"],
+        "cpu_per_stream_pct_of_core": round(per_stream * 100, 2),
+        "streams_per_core": round(1 / per_stream) if per_stream > 0 else None,
+        "asapp_events_published": on.get("unmarked"), "lost": {t: r.get("lost") for t, r in runs.items()},
+    }  # fmt: skip
+    return {"workload": "asapp", "params": {"bots": bots, "duration_s": duration_s}, "runs": list(runs.values()), "summary": summary}
