@@ -101,8 +101,10 @@ async def http_get(port: int, path: str) -> str:
 
 @pytest.fixture
 async def redis_user(redis_url: str) -> AsyncIterator[str]:
-    """A Redis URL with a password: an ACL user on the test Redis, removed afterwards."""
+    """A Redis URL with a password: an ACL user on the test Redis, removed afterwards. Redis is
+    flushed first (an earlier test's VideoDB webhook would be deduplicated away)."""
     admin = aioredis.Redis.from_url(redis_url)
+    await admin.flushdb()
     password = SECRETS["redis password"]
     await admin.execute_command("ACL", "SETUSER", "relay-secret-test", "on", f">{password}", "~*", "&*", "+@all")
     yield redis_url.replace("redis://", f"redis://relay-secret-test:{password}@")

@@ -78,7 +78,8 @@ class ScriptedFront:
         return self.server.url
 
 
-async def test_videodb_url_garbage_is_retried_and_counted_then_events_flow(start_relay, collect) -> None:  # type: ignore[no-untyped-def]
+async def test_videodb_url_garbage_is_retried_and_counted_then_events_flow(start_relay, collect, redis_client) -> None:  # type: ignore[no-untyped-def]
+    # (redis_client flushes Redis: an earlier test's webhook would be deduplicated away.)
     async with (
         VideoDBEmulator(api_key=API_KEY, collections=("default",)) as emu,
         ScriptedFront(emu.base_url, "/collection/{collection_id}/websocket", "websocket_url",
