@@ -17,7 +17,7 @@ from relay.local_redis import free_port
 from tests.conftest import RECALL_TOKEN
 from tests.reliability.processes import RelayProcess
 
-_FIGURES = pytest.StashKey[list[tuple[str, str, float, str]]]()
+_FIGURES = pytest.StashKey[list[tuple[str, str, float | str, str]]]()
 
 
 @dataclass
@@ -25,9 +25,9 @@ class Figures:
     """What one test measured, for the end-of-run summary."""
 
     test: str
-    rows: list[tuple[str, str, float, str]] = field(default_factory=list)
+    rows: list[tuple[str, str, float | str, str]] = field(default_factory=list)
 
-    def record(self, name: str, value: float, unit: str = "") -> None:
+    def record(self, name: str, value: float | str, unit: str = "") -> None:
         self.rows.append((self.test, name, value, unit))
 
 
@@ -44,7 +44,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     terminalreporter.section("reliability figures")
     for test, name, value, unit in rows:
-        terminalreporter.write_line(f"{test}: {name} = {value:g} {unit}".rstrip())
+        shown = f"{value:g}" if isinstance(value, float | int) else value
+        terminalreporter.write_line(f"{test}: {name} = {shown} {unit}".rstrip())
 
 
 @pytest.fixture
