@@ -34,7 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay.metrics import RelayMetrics
-from relay.schema import EventBase, GenericEvent
+from relay.schema import EventBase, EventRecord
 
 log = logging.getLogger("relay.publish")
 
@@ -57,7 +57,7 @@ class ChannelScheme:
 
     prefix: str = "relay"
 
-    def channel(self, event: EventBase) -> str:
+    def channel(self, event: EventBase | EventRecord) -> str:
         kind = "media" if event.is_media else "events"
         session = event.session.id.translate(_CHANNEL_UNSAFE) or "_"
         return f"{self.prefix}:{kind}:{event.source.value}:{session}:{event.type}"
@@ -121,7 +121,7 @@ class EventPublisher:
 
     # --- producer side -------------------------------------------------------------------------
 
-    async def publish(self, event: EventBase, received_ns: int | None = None) -> None:
+    async def publish(self, event: EventBase | EventRecord, received_ns: int | None = None) -> None:
         """Accept one event; waits (backpressure) while the queue is full."""
         item = self._accept(event, received_ns)
         try:
@@ -129,7 +129,7 @@ class EventPublisher:
         except asyncio.QueueFull:
             await self._queue.put(item)
 
-    def try_publish(self, event: EventBase, received_ns: int | None = None) -> bool:
+    def try_publish(self, event: EventBase | EventRecord, received_ns: int | None = None) -> bool:
         """Accept one event if the queue has room, without waiting; False (nothing accepted) if full.
 
         For producers that cannot await (a socket protocol's ``data_received``): on False they
@@ -140,11 +140,11 @@ class EventPublisher:
         self._queue.put_nowait(self._accept(event, received_ns))
         return True
 
-    def _accept(self, event: EventBase, received_ns: int | None) -> _Outgoing:
-        type_label = "generic" if isinstance(event, GenericEvent) else event.type
+    def _accept(self, event: EventBase | EventRecord, received_ns: int | None) -> _Outgoing:
+        type_label = event.metric_type
         item = _Outgoing(
             channel=self.channels.channel(event),
-            body=event.model_dump_json().encode(),
+            body=event.to_json(),
             source=event.source.value,
             type=type_label,
             media=event.is_media,

@@ -15,12 +15,13 @@ version; renaming or removing a field, or changing its meaning, bumps it.
 
 from __future__ import annotations
 
-import os
+import random
 import time
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal, Union
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 SCHEMA_VERSION: Final = 1
@@ -39,12 +40,14 @@ def new_event_id(now_ns: int | None = None) -> str:
 
     The first 48 bits are the Unix time in milliseconds and the next 12 bits a sub-millisecond
     fraction (RFC 9562, method 3), so ids sort by time to about a quarter of a microsecond; the
-    remaining 62 bits are random, so ids from several relay processes never collide.
+    remaining 62 bits are random, so ids from several relay processes never collide. (They come
+    from the ``random`` module, seeded from ``os.urandom`` and reseeded in a forked child: one
+    syscall per id would be a measurable share of the hot path.)
     """
     ns = time.time_ns() if now_ns is None else now_ns
     ms, rem = divmod(ns, 1_000_000)
     sub_ms = (rem * 4096) // 1_000_000
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    rand = random.getrandbits(62)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | sub_ms << 64 | 0b10 << 62 | rand
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -222,6 +225,14 @@ class EventBase(_Model):
     participant: Participant | None = None
     time: EventTime
 
+    @property
+    def metric_type(self) -> str:
+        """The ``type`` metric label: the type, or ``generic`` (provider types are unbounded)."""
+        return "generic" if isinstance(self, GenericEvent) else self.type
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
 
 PARTICIPANT_TYPES: Final = tuple(f"participant.{a}" for a in ParticipantAction.__args__)  # type: ignore[attr-defined]
 
@@ -308,6 +319,87 @@ def _discriminate(value: Any) -> str:
     type_ = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
     cls = TYPE_TO_CLASS.get(type_) if isinstance(type_, str) else None
     return cls.__name__ if cls is not None else GenericEvent.__name__
+
+
+_TIME_DEFAULTS: Final = {"relative": None, "absolute": None}
+#: Each event class' payload fields that have defaults, so a record's JSON is complete.
+_PAYLOAD_DEFAULTS: Final[dict[type[EventBase], dict[str, Any]]] = {
+    cls: {
+        name: info.get_default(call_default_factory=True)
+        for name, info in cls.model_fields["payload"].annotation.model_fields.items()  # type: ignore[union-attr]
+        if not info.is_required()
+    }
+    for cls in (*EVENT_CLASSES, GenericEvent)
+}
+
+
+def _model_fields(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class EventRecord:
+    """An event whose fields its parser has fully checked, kept as plain data: the hot path's form.
+
+    Building and dumping a pydantic model costs several times what the relay's hot path spends on
+    everything else, and a parser that has checked every field itself (``RecallParser``) needs
+    neither. A record carries those fields and serializes them with orjson into the same JSON the
+    model would give (``tests/test_schema.py`` holds the two together for every kind of frame);
+    :meth:`model` builds the validated model when something needs one (observers, tests).
+    """
+
+    __slots__ = ("model_class", "fields", "_model")
+
+    def __init__(self, model_class: type[EventBase], fields: dict[str, Any]) -> None:
+        self.model_class = model_class
+        #: Event fields as the model takes them: ``session`` and ``participant`` are models, the
+        #: rest plain values; ``time`` and ``payload`` may leave out fields that have defaults.
+        self.fields = fields
+        self._model: EventBase | None = None
+
+    @property
+    def source(self) -> Source:
+        return self.fields["source"]  # type: ignore[no-any-return]
+
+    @property
+    def type(self) -> str:
+        return self.fields["type"]  # type: ignore[no-any-return]
+
+    @property
+    def session(self) -> SessionRef:
+        return self.fields["session"]  # type: ignore[no-any-return]
+
+    @property
+    def is_media(self) -> bool:
+        return self.model_class.is_media
+
+    @property
+    def metric_type(self) -> str:
+        return "generic" if self.model_class is GenericEvent else self.fields["type"]
+
+    def to_json(self) -> bytes:
+        f = self.fields
+        return orjson.dumps(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "id": f["id"],
+                "source": f["source"],
+                "type": f["type"],
+                "session": f["session"],
+                "participant": f.get("participant"),
+                "time": {**_TIME_DEFAULTS, **f["time"]},
+                "payload": {**_PAYLOAD_DEFAULTS[self.model_class], **f["payload"]},
+            },
+            default=_model_fields,
+            option=orjson.OPT_UTC_Z,
+        )
+
+    def model(self) -> EventBase:
+        """The validated pydantic model (built once); raises ``ValidationError`` if a field is off."""
+        if self._model is None:
+            self._model = self.model_class.model_validate(self.fields)
+        return self._model
 
 
 Event = Annotated[

@@ -46,7 +46,7 @@ from relay.observe import RecallObserver
 from relay.providers.recall.auth import SignatureVerifier, TokenVerifier
 from relay.providers.recall.parse import FrameError, RecallParser
 from relay.publish import EventPublisher
-from relay.schema import EventBase
+from relay.schema import EventRecord
 
 log = logging.getLogger("relay.recall")
 
@@ -178,7 +178,7 @@ class RecallConnection(asyncio.Protocol):
         self._ping_sent_at: float | None = None
         self._fragments: list[bytes] | None = None
         self._text = False
-        self._backlog: deque[tuple[EventBase, int]] | None = None
+        self._backlog: deque[tuple[EventRecord, int]] | None = None
         self._rejected = 0
         self._close_code: int | None = None
         # Set while draining at shutdown: when to give up on the bot's close reply, and the timer.
@@ -347,7 +347,7 @@ class RecallConnection(asyncio.Protocol):
             self._reject(FrameError("invalid_utf8", "text frame is not UTF-8"))
             return
         try:
-            events = parser.feed(payload, datetime.now(_UTC))
+            events = parser.feed_records(payload, datetime.now(_UTC))
         except FrameError as exc:
             self._reject(exc)
             return
@@ -378,8 +378,17 @@ class RecallConnection(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
 
-    def _observe(self, event: EventBase) -> None:
-        for observer in self._ingress.observers:
+    def _observe(self, record: EventRecord) -> None:
+        observers = self._ingress.observers
+        if not observers:
+            return
+        try:
+            event = record.model()  # built only when someone looks
+        except Exception:
+            self._ingress.metrics.frames_rejected.labels(SOURCE, "observer_error").inc()
+            log.exception("could not build a %s event for the observers", record.type)
+            return
+        for observer in observers:
             try:
                 observer.on_event(event)
             except Exception:  # a bridge's bug must not cost the bot its connection

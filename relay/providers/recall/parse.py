@@ -23,8 +23,10 @@ adds types, so they pass through as :class:`~relay.schema.GenericEvent`.
 Speed: this is the relay's hot path (tens of audio frames per second per bot). JSON is parsed once
 by orjson; base64 is checked without decoding it (its length gives the byte count); the session
 and participants are built once per connection and reused while the bot sends the same ones; and
-each event is validated once by pydantic from one nested dict (cheaper, in pydantic 2.13, than
-``model_construct`` of every sub-model, and it keeps the schema's checks).
+events leave as :class:`~relay.schema.EventRecord` (checked fields, serialized by orjson) from
+:meth:`RecallParser.feed_records`, with no pydantic model per event. :meth:`RecallParser.feed`
+validates each into its model: the tests use it, and the property tests hold the two to the same
+JSON.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from relay.schema import (
     AudioChunkEvent,
     ChatMessageEvent,
     EventBase,
+    EventRecord,
     GenericEvent,
     Participant,
     ParticipantEvent,
@@ -312,10 +315,25 @@ class RecallParser:
         return self._legacy is not None
 
     def feed(self, frame: str | bytes | bytearray | memoryview, received_at: datetime | None = None) -> list[EventBase]:
-        """Parse one frame into zero or more events; raise :class:`FrameError` if it is malformed.
+        """Parse one frame into zero or more validated events; raise :class:`FrameError` if it is malformed.
 
         ``received_at`` is when the relay received the frame (UTC; default: now). A failed frame
         leaves the parser's state as it was, so the connection can go on.
+        """
+        records = self.feed_records(frame, received_at)
+        try:
+            return [record.model() for record in records]
+        except ValidationError as exc:  # the checks below let a bad value through: a parser bug
+            loc = ".".join(str(p) for p in exc.errors(include_url=False, include_input=False)[0]["loc"])
+            raise FrameError("invalid_field", loc) from None
+
+    def feed_records(
+        self, frame: str | bytes | bytearray | memoryview, received_at: datetime | None = None
+    ) -> list[EventRecord]:
+        """Like :meth:`feed`, but the events stay :class:`~relay.schema.EventRecord`: the hot path.
+
+        Every field is checked here by hand; the records serialize to the JSON their models would
+        (``tests/test_schema.py``), without a pydantic model per event.
         """
         received = received_at if received_at is not None else datetime.now(_UTC)
         try:
@@ -331,7 +349,7 @@ class RecallParser:
 
     # --- JSON frames -----------------------------------------------------------------------------
 
-    def _json(self, obj: Any, received: datetime) -> list[EventBase]:
+    def _json(self, obj: Any, received: datetime) -> list[EventRecord]:
         if type(obj) is not dict:
             raise FrameError("not_an_object")
         event = obj.get("event")
@@ -380,9 +398,9 @@ class RecallParser:
 
     def _participant_event(
         self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime
-    ) -> EventBase:
+    ) -> EventRecord:
         type_ = _PARTICIPANT_EVENTS[name]
-        return _validate(ParticipantEvent, {
+        return EventRecord(ParticipantEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": type_,
@@ -392,9 +410,9 @@ class RecallParser:
             "payload": {"action": type_[12:]},
         })  # fmt: skip
 
-    def _chat(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventBase:
+    def _chat(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventRecord:
         message = _obj(inner.get("data"), "data.data.data")
-        return _validate(ChatMessageEvent, {
+        return EventRecord(ChatMessageEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "chat.message",
@@ -407,7 +425,7 @@ class RecallParser:
             },
         })  # fmt: skip
 
-    def _transcript(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventBase:
+    def _transcript(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventRecord:
         raw_words = inner.get("words")
         if type(raw_words) is not list:
             raise FrameError("missing_field" if raw_words is None else "invalid_field", "data.data.words")
@@ -436,7 +454,7 @@ class RecallParser:
             texts.append(text)
         start = words[0]["start"] if words else None
         is_final = name == "transcript.data"
-        return _validate(TranscriptEvent, {
+        return EventRecord(TranscriptEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "transcript.final" if is_final else "transcript.partial",
@@ -453,11 +471,11 @@ class RecallParser:
             },
         })  # fmt: skip
 
-    def _audio(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventBase:
+    def _audio(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventRecord:
         buffer = inner.get("buffer")
         size = _base64_len(buffer, "data.data.buffer")
         separate = name == "audio_separate_raw.data"
-        return _validate(AudioChunkEvent, {
+        return EventRecord(AudioChunkEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "audio.chunk",
@@ -472,10 +490,10 @@ class RecallParser:
             },
         })  # fmt: skip
 
-    def _video(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventBase:
+    def _video(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventRecord:
         buffer = inner.get("buffer")
         size = _base64_len(buffer, "data.data.buffer")
-        return _validate(VideoFrameEvent, {
+        return EventRecord(VideoFrameEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "video.frame",
@@ -490,8 +508,8 @@ class RecallParser:
             },
         })  # fmt: skip
 
-    def _provider_data(self, name: str, inner: Any, session: SessionRef, received: datetime) -> EventBase:
-        return _validate(ProviderDataEvent, {
+    def _provider_data(self, name: str, inner: Any, session: SessionRef, received: datetime) -> EventRecord:
+        return EventRecord(ProviderDataEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "transcript.provider_data",
@@ -500,7 +518,7 @@ class RecallParser:
             "payload": {"data": inner},
         })  # fmt: skip
 
-    def _generic(self, name: str, inner: Any, session: SessionRef, received: datetime) -> EventBase:
+    def _generic(self, name: str, inner: Any, session: SessionRef, received: datetime) -> EventRecord:
         # Unknown type: pass `data.data` through untouched. Participant and time are taken when
         # they have the documented shape and ignored otherwise: an unknown event must not fail on
         # fields whose meaning we cannot know.
@@ -515,7 +533,7 @@ class RecallParser:
                 time = _time(inner.get("timestamp"), received, "data.data.timestamp")
             except FrameError:
                 pass
-        return _validate(GenericEvent, {
+        return EventRecord(GenericEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "generic",
@@ -557,7 +575,7 @@ class RecallParser:
         self._legacy = (separate, offset)
         self._legacy_samples = {}
 
-    def _binary(self, frame: bytes | bytearray | memoryview, received: datetime) -> list[EventBase]:
+    def _binary(self, frame: bytes | bytearray | memoryview, received: datetime) -> list[EventRecord]:
         if self._legacy is None:
             if not _looks_like_json(frame):
                 raise FrameError("binary_before_header")
@@ -584,7 +602,7 @@ class RecallParser:
         self._participants[pid] = (_LEGACY, participant)
         return participant
 
-    def _legacy_audio(self, frame: bytes | bytearray | memoryview, received: datetime) -> EventBase:
+    def _legacy_audio(self, frame: bytes | bytearray | memoryview, received: datetime) -> EventRecord:
         assert self._legacy is not None and self._session is not None
         separate, offset = self._legacy
         participant: Participant | None = None
@@ -601,7 +619,7 @@ class RecallParser:
         size = len(pcm)
         seen = self._legacy_samples.get(pid, 0)
         self._legacy_samples[pid] = seen + size
-        return _validate(AudioChunkEvent, {
+        return EventRecord(AudioChunkEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "audio.chunk",
@@ -616,11 +634,11 @@ class RecallParser:
             },
         })  # fmt: skip
 
-    def _legacy_video(self, frame: bytes | bytearray | memoryview, received: datetime) -> EventBase:
+    def _legacy_video(self, frame: bytes | bytearray | memoryview, received: datetime) -> EventRecord:
         assert self._session is not None
         pid, ms = _LE_U32_U32.unpack_from(frame)
         image = memoryview(frame)[8:]
-        return _validate(VideoFrameEvent, {
+        return EventRecord(VideoFrameEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "video.frame",
