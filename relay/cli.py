@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import BaseModel, SecretStr
 
-from relay.settings import DEFAULT_REDIS_URL, Settings, SettingsError, load_settings
+from relay.settings import DEFAULT_REDIS_URL, RedisURL, Settings, SettingsError, load_settings
 
 log = logging.getLogger("relay")
 
@@ -32,6 +32,8 @@ def secret_values(model: BaseModel) -> Iterator[str]:
         for item in items:
             if isinstance(item, SecretStr):
                 yield item.get_secret_value()
+            elif isinstance(item, RedisURL) and item.password:
+                yield item.password
             elif isinstance(item, BaseModel):
                 yield from secret_values(item)
 

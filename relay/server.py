@@ -29,21 +29,48 @@ log = logging.getLogger("relay")
 
 
 class RelayHttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol with a deadline for the request head.
+    """uvicorn's HTTP protocol with a deadline and a size limit for the request head.
 
-    uvicorn waits forever for the first request on a new connection, so a client that connects
-    and sends nothing (or trickles a header) would hold a socket and a file descriptor for good.
-    Here the request line and headers, WebSocket upgrade included, must arrive within
-    ``handshake_timeout_s`` or the connection is closed.
+    uvicorn waits forever for the first request on a new connection and buffers a header of any
+    size, so a client that connects and sends nothing, trickles a header or sends an endless one
+    would hold a socket, a file descriptor and memory. Here the request line and headers,
+    WebSocket upgrade included, must arrive within ``handshake_timeout_s`` and fit in
+    ``max_head_bytes`` (else HTTP 431), or the connection is closed.
     """
 
     handshake_timeout_s: float = 10.0
+    max_head_bytes: int = 64 * 1024
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[arg-type]
         self._head_deadline: asyncio.TimerHandle | None = self.loop.call_later(
             self.handshake_timeout_s, self._head_timed_out
         )
+        self._head_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_bytes < 0:  # refused: discard the rest until the close
+            return
+        if self._head_deadline is not None:  # still reading the request head
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse_head()
+                return
+        super().data_received(data)
+
+    def _refuse_head(self) -> None:
+        self._cancel_head_deadline()
+        self._head_bytes = -1
+        log.warning("refused a request head over %d bytes from %s (HTTP 431)",
+                    self.max_head_bytes, "%s:%d" % self.client if self.client else "?")  # fmt: skip
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )
+        # Closing with unread input would reset the connection and could lose the answer: end our
+        # side, drop what still comes for a moment, then close.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(1.0, self.transport.close)
 
     def on_headers_complete(self) -> None:
         self._cancel_head_deadline()

@@ -13,15 +13,38 @@ Nothing else in the relay reads ``os.environ``.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from relay.providers.asapp.config import AsappSettings
 from relay.providers.videodb.config import VideoDBSettings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+class RedisURL(str):
+    """A Redis URL whose ``repr`` hides its password: settings get printed, logged and dumped.
+
+    The value is the whole URL (the client needs it); :attr:`password` lets the log redactor
+    learn the secret.
+    """
+
+    __slots__ = ()
+
+    @property
+    def password(self) -> str | None:
+        return urlsplit(self).password
+
+    def __repr__(self) -> str:
+        parts = urlsplit(self)
+        if parts.password is None:
+            return super().__repr__()
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        return repr(urlunsplit(parts._replace(netloc=f"{user}:**********@{host}")))
+
 
 CommaList = Annotated[list[str], NoDecode]
 SecretList = Annotated[list[SecretStr], NoDecode]
@@ -80,7 +103,7 @@ class ServerSettings(_Section):
 
 
 class RedisSettings(_Section):
-    url: str = DEFAULT_REDIS_URL
+    url: Annotated[str, AfterValidator(RedisURL)] = RedisURL(DEFAULT_REDIS_URL)
     channel_prefix: str = Field(default="relay", pattern=r"^[A-Za-z0-9_.\-]+$")
     queue_max_events: int = Field(default=10_000, ge=1)
     batch_max_events: int = Field(default=500, ge=1)
