@@ -132,6 +132,8 @@ class Transcript(_Model):
     start: float | None = Field(default=None, description="Seconds since the session start.")
     end: float | None = None
     language: str | None = None
+    start_time: datetime | None = Field(default=None, description="Wall-clock start, when the provider gives one (VideoDB).")
+    end_time: datetime | None = Field(default=None, description="Wall-clock end, when the provider gives one (VideoDB).")
 
 
 class ProviderData(_Model):

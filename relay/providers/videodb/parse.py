@@ -280,13 +280,13 @@ def _text(data: Mapping[str, Any]) -> str:
 def _transcript(session: SessionRef, data: Mapping[str, Any], received: datetime) -> TranscriptEvent:
     is_final = parse_bool(data.get("is_final", False))
     start = epoch_to_datetime(data.get("start"))
-    epoch_to_datetime(data.get("end"))  # validated like start, so a bad end is reported, not ignored
+    end = epoch_to_datetime(data.get("end"))
     return TranscriptEvent(
         source=Source.VIDEODB,
         type="transcript.final" if is_final else "transcript.partial",
         session=session,
         time=EventTime(received=received, absolute=start),
-        payload=Transcript(text=_text(data), is_final=is_final),
+        payload=Transcript(text=_text(data), is_final=is_final, start_time=start, end_time=end),
     )
 
 

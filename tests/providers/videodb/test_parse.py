@@ -78,6 +78,7 @@ def test_transcript_final_from_the_seed() -> None:
     assert event.session.id == "rts-xxx" and event.session.stream_id == "rts-xxx"
     assert event.session.stream_name == "mic:default"
     assert event.time.absolute == ms(1710000001234) and event.time.received == NOW
+    assert event.payload.start_time == ms(1710000001234) and event.payload.end_time == ms(1710000002345)
 
 
 @pytest.mark.parametrize("flag,type_", [(False, "transcript.partial"), ("false", "transcript.partial"), ("true", "transcript.final"), ("TRUE", "transcript.final")])
