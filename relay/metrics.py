@@ -82,10 +82,10 @@ class RelayMetrics:
         )
         self.queue_depth = Gauge("relay_queue_depth", "Events waiting in the publish queue.", registry=r)
         self.outage_buffer_bytes = Gauge(
-            "relay_outage_buffer_bytes", "Bytes of accepted events held while Redis is unavailable.", registry=r
+            "relay_outage_buffer_bytes", "Bytes of accepted events held for Redis: grows while it is unavailable, drains after.", registry=r
         )
         self.outage_buffer_events = Gauge(
-            "relay_outage_buffer_events", "Accepted events held while Redis is unavailable.", registry=r
+            "relay_outage_buffer_events", "Accepted events held for Redis: grows while it is unavailable, drains after.", registry=r
         )
         self.redis_up = Gauge("relay_redis_up", "1 when the last Redis operation succeeded, else 0.", registry=r)
         self.redis_errors = Counter(

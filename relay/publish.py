@@ -115,8 +115,10 @@ class EventPublisher:
         self._done_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._published_children: dict[tuple[str, str], Any] = {}
         metrics.queue_depth.set_function(self._queue.qsize)
-        metrics.outage_buffer_bytes.set_function(lambda: self._backlog_bytes if not self._redis_ok else 0)
-        metrics.outage_buffer_events.set_function(lambda: len(self._backlog) if not self._redis_ok else 0)
+        # The backlog holds at most one batch while Redis keeps up; it grows during an outage and
+        # drains after it, which is what these show (both phases).
+        metrics.outage_buffer_bytes.set_function(lambda: self._backlog_bytes)
+        metrics.outage_buffer_events.set_function(lambda: len(self._backlog))
         metrics.redis_up.set(1)
 
     # --- producer side -------------------------------------------------------------------------
