@@ -19,6 +19,7 @@ import random
 import time
 from datetime import datetime, timezone
 from enum import StrEnum
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Final, Literal, Union
 
 import orjson
@@ -351,13 +352,18 @@ class EventRecord:
     :meth:`model` builds the validated model when something needs one (observers, tests).
     """
 
-    __slots__ = ("model_class", "fields", "_model")
+    __slots__ = ("model_class", "fields", "_dump", "_model")
 
-    def __init__(self, model_class: type[EventBase], fields: dict[str, Any]) -> None:
+    def __init__(
+        self, model_class: type[EventBase], fields: dict[str, Any], dump: Callable[[Any], Any] | None = None
+    ) -> None:
         self.model_class = model_class
         #: Event fields as the model takes them: ``session`` and ``participant`` are models, the
         #: rest plain values; ``time`` and ``payload`` may leave out fields that have defaults.
         self.fields = fields
+        #: Turns those models into JSON-ready dicts; a parser passes one that remembers them,
+        #: since a connection's session and participants repeat on every event.
+        self._dump = dump or _model_fields
         self._model: EventBase | None = None
 
     @property
@@ -393,7 +399,7 @@ class EventRecord:
                 "time": {**_TIME_DEFAULTS, **f["time"]},
                 "payload": {**_PAYLOAD_DEFAULTS[self.model_class], **f["payload"]},
             },
-            default=_model_fields,
+            default=self._dump,
             option=orjson.OPT_UTC_Z,
         )
 

@@ -295,7 +295,7 @@ class RecallParser:
     cache of participants; memory is bounded per connection.
     """
 
-    __slots__ = ("_session", "_session_key", "_participants", "_legacy", "_legacy_samples")
+    __slots__ = ("_session", "_session_key", "_participants", "_legacy", "_legacy_samples", "_dumped")
 
     def __init__(self) -> None:
         self._session: SessionRef | None = None
@@ -303,6 +303,24 @@ class RecallParser:
         self._participants: dict[Any, tuple[object, Participant]] = {}
         self._legacy: tuple[bool, float] | None = None  # (separate_streams, offset) once a header came
         self._legacy_samples: dict[int | None, int] = {}  # legacy PCM bytes seen per stream, for timing
+        self._dumped: dict[int, tuple[BaseModel, dict[str, Any]]] = {}  # session/participant -> JSON fields
+
+    def _record(self, cls: type[EventBase], fields: dict[str, Any]) -> EventRecord:
+        return EventRecord(cls, fields, self._dump)
+
+    def _dump(self, model: Any) -> dict[str, Any]:
+        """JSON fields of a session or participant model, computed once per model (they repeat on
+        every event of a connection and are frozen)."""
+        hit = self._dumped.get(id(model))
+        if hit is not None and hit[0] is model:
+            return hit[1]
+        if not isinstance(model, BaseModel):
+            raise TypeError(f"{type(model).__name__} is not JSON serializable")
+        if len(self._dumped) >= 2 * _MAX_CACHED_PARTICIPANTS:
+            self._dumped.clear()
+        fields = model.model_dump(mode="json")
+        self._dumped[id(model)] = (model, fields)
+        return fields
 
     @property
     def session(self) -> SessionRef | None:
@@ -400,7 +418,7 @@ class RecallParser:
         self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime
     ) -> EventRecord:
         type_ = _PARTICIPANT_EVENTS[name]
-        return EventRecord(ParticipantEvent, {
+        return self._record(ParticipantEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": type_,
@@ -412,7 +430,7 @@ class RecallParser:
 
     def _chat(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventRecord:
         message = _obj(inner.get("data"), "data.data.data")
-        return EventRecord(ChatMessageEvent, {
+        return self._record(ChatMessageEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "chat.message",
@@ -454,7 +472,7 @@ class RecallParser:
             texts.append(text)
         start = words[0]["start"] if words else None
         is_final = name == "transcript.data"
-        return EventRecord(TranscriptEvent, {
+        return self._record(TranscriptEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "transcript.final" if is_final else "transcript.partial",
@@ -475,7 +493,7 @@ class RecallParser:
         buffer = inner.get("buffer")
         size = _base64_len(buffer, "data.data.buffer")
         separate = name == "audio_separate_raw.data"
-        return EventRecord(AudioChunkEvent, {
+        return self._record(AudioChunkEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "audio.chunk",
@@ -493,7 +511,7 @@ class RecallParser:
     def _video(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventRecord:
         buffer = inner.get("buffer")
         size = _base64_len(buffer, "data.data.buffer")
-        return EventRecord(VideoFrameEvent, {
+        return self._record(VideoFrameEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "video.frame",
@@ -509,7 +527,7 @@ class RecallParser:
         })  # fmt: skip
 
     def _provider_data(self, name: str, inner: Any, session: SessionRef, received: datetime) -> EventRecord:
-        return EventRecord(ProviderDataEvent, {
+        return self._record(ProviderDataEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "transcript.provider_data",
@@ -533,7 +551,7 @@ class RecallParser:
                 time = _time(inner.get("timestamp"), received, "data.data.timestamp")
             except FrameError:
                 pass
-        return EventRecord(GenericEvent, {
+        return self._record(GenericEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "generic",
@@ -619,7 +637,7 @@ class RecallParser:
         size = len(pcm)
         seen = self._legacy_samples.get(pid, 0)
         self._legacy_samples[pid] = seen + size
-        return EventRecord(AudioChunkEvent, {
+        return self._record(AudioChunkEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "audio.chunk",
@@ -638,7 +656,7 @@ class RecallParser:
         assert self._session is not None
         pid, ms = _LE_U32_U32.unpack_from(frame)
         image = memoryview(frame)[8:]
-        return EventRecord(VideoFrameEvent, {
+        return self._record(VideoFrameEvent, {
             "id": new_event_id(),
             "source": _RECALL,
             "type": "video.frame",
