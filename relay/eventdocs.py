@@ -3,11 +3,11 @@
 Run ``python -m relay.eventdocs > docs/events.md``; ``tests/test_eventdocs.py`` fails when the
 committed file differs from what this renders, so the document cannot drift from the schema.
 
-Examples are *produced*, not hand-written, wherever a parser exists: the Recall ones come from
+Examples are *produced*, not hand-written: the Recall ones come from
 :class:`~relay.providers.recall.parse.RecallParser` fed the documented frames built by
-:mod:`relay.providers.recall.frames`. Types no parser produces here yet are built directly from the
-schema classes and marked so; a provider helper swaps in its parser's output by replacing that
-type's entry in :func:`examples` with ``Example(build=..., produced_by="<Parser>")``.
+:mod:`relay.providers.recall.frames`, the VideoDB ones from its parser fed the seed's socket frames
+and webhook, the ASAPP ones from its parser's event builders. A type with no parser would be built
+from the schema classes and marked so (``Example(build=..., produced_by="")``).
 To keep the document stable, ids and receive times in examples are fixed.
 """
 
@@ -20,32 +20,24 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Final
 
 import orjson
 from pydantic import BaseModel
 
+from relay.providers.asapp import parse as asapp_parse
 from relay.providers.recall import frames
 from relay.providers.recall.parse import RecallParser
+from relay.providers.videodb import parse as videodb_parse
 from relay.publish import ChannelScheme
 from relay.schema import (
     PARTICIPANT_TYPES,
     SCHEMA_VERSION,
-    Alert,
-    AlertEvent,
     EventBase,
     EventTime,
-    IndexEvent,
-    IndexResult,
     Participant,
     SessionRef,
-    SessionStatus,
-    SessionStatusEvent,
-    StreamError,
-    StreamErrorEvent,
-    StreamSummary,
-    StreamSummaryEvent,
 )
 
 __all__ = ["Example", "MEANINGS", "examples", "render", "documented_types", "main"]
@@ -161,29 +153,32 @@ def _recall(make: Callable[[frames.BotIdentity, frames.Frame], frames.Frame | by
     return build
 
 
-def _session(source: str) -> SessionRef:
-    if source == "videodb":
-        return SessionRef(id="cap-3f9a2c", stream_id="rts-81d0e4", stream_name="screen:main")
-    return SessionRef(id="a5437136-4b69-429a-9e0c-cd388fd8fee6", stream_id="asapp-7c21", stream_name="participant:100")
-
-
-def _time() -> EventTime:
-    return EventTime(received=RECEIVED)
-
-
-def _built(n: int, cls: type[EventBase], source: str, type_: str, payload: BaseModel) -> Callable[[], EventBase]:
+def _videodb(n: int, frame: dict[str, Any]) -> Callable[[], EventBase]:
     def build() -> EventBase:
-        fields: dict[str, Any] = {"source": source, "session": _session(source), "time": _time(), "payload": payload}
-        if "type" not in cls.model_fields or cls.model_fields["type"].is_required():
-            fields["type"] = type_
-        return _fixed(cls(**fields), n)
+        return _fixed(videodb_parse.parse_frame(frame, received=RECEIVED, sessions={
+            "rts-77c2aa": "cap-3f9a2c", "rts-81d0e4": "cap-3f9a2c"}), n)
+
+    return build
+
+
+def _videodb_webhook(n: int, body: dict[str, Any]) -> Callable[[], EventBase]:
+    def build() -> EventBase:
+        return _fixed(videodb_parse.parse_webhook(body, received=RECEIVED).published, n)
+
+    return build
+
+
+def _asapp(n: int, make: Callable[[SessionRef, Participant], EventBase]) -> Callable[[], EventBase]:
+    def build() -> EventBase:
+        session = SessionRef(id="a5437136-4b69-429a-9e0c-cd388fd8fee6", stream_name="participant:100")
+        who = Participant(id="100", name="Alice Moreau", email="alice@example.com", is_host=True, role="agent")
+        return _fixed(make(session, who), n)
 
     return build
 
 
 def examples() -> dict[str, Example]:
     """Every documented type (``participant.*`` standing for the nine participant types) -> its example."""
-    t0 = STARTED + timedelta(seconds=30)
     pcm = frames.tone_pcm(20)
     return {
         "participant.*": Example(_recall(lambda b, a: frames.participant_event(b, "join", a, 1.25), 1), "RecallParser"),
@@ -197,19 +192,34 @@ def examples() -> dict[str, Example]:
             "channel": {"alternatives": [{"transcript": "thanks for joining", "confidence": 0.97}]}}), 5), "RecallParser"),
         "audio.chunk": Example(_recall(lambda b, a: frames.audio_separate(b, a, pcm, 6.02), 6), "RecallParser"),
         "video.frame": Example(_recall(lambda b, a: frames.video_png(b, a, frames.png_image(), 6.5), 7), "RecallParser"),
-        "index.visual": Example(_built(8, IndexEvent, "videodb", "index.visual", IndexResult(
-            text="A slide titled 'Q3 roadmap' with three bullet points.", start=t0, end=t0 + timedelta(seconds=10)))),
-        "index.audio": Example(_built(9, IndexEvent, "videodb", "index.audio", IndexResult(
-            text="The speaker summarizes the quarter's results.", start=t0, end=t0 + timedelta(seconds=30)))),
-        "alert": Example(_built(10, AlertEvent, "videodb", "alert", Alert(
-            label="person_on_phone", triggered=True, confidence=0.91, start=t0, end=t0 + timedelta(seconds=5)))),
-        "session.status": Example(_built(11, SessionStatusEvent, "videodb", "session.status", SessionStatus(
-            status="active", detail={"rtstreams": 2}))),
-        "stream.summary": Example(_built(12, StreamSummaryEvent, "asapp", "stream.summary", StreamSummary(
-            stream_id="asapp-7c21", status_code="OK", audio_bytes=1_920_000, audio_duration_ms=60_000,
-            streaming_seconds=60.4, transcripts=14))),
-        "stream.error": Example(_built(13, StreamErrorEvent, "asapp", "stream.error", StreamError(
-            code="unauthorized", message="the stream URL expired", permanent=True))),
+        "index.visual": Example(_videodb(8, {
+            "channel": "visual_index", "rtstream_id": "rts-81d0e4", "rtstream_name": "display:1",
+            "data": {"text": "A slide titled 'Q3 roadmap' with three bullet points.",
+                     "start": 1764100830000, "end": 1764100840000}}), "videodb parse_frame"),
+        "index.audio": Example(_videodb(9, {
+            "channel": "audio_index", "rtstream_id": "rts-77c2aa", "rtstream_name": "mic:default",
+            "data": {"text": "The speaker summarizes the quarter's results.",
+                     "start": 1764100830000, "end": 1764100860000}}), "videodb parse_frame"),
+        "alert": Example(_videodb(10, {
+            "channel": "alert", "rtstream_id": "rts-81d0e4",
+            "data": {"label": "person_on_phone", "triggered": True, "confidence": 0.91,
+                     "start": 1764100830000, "end": 1764100835000}}), "videodb parse_frame"),
+        "session.status": Example(_videodb_webhook(11, {
+            "version": "2", "event": "capture_session.active", "timestamp": "2025-11-25T20:00:30Z",
+            "capture_session_id": "cap-3f9a2c", "end_user_id": "user_abc", "status": "active",
+            "data": {"rtstreams": [
+                {"rtstream_id": "rts-77c2aa", "name": "mic:default", "media_types": ["audio"]},
+                {"rtstream_id": "rts-81d0e4", "name": "display:1", "media_types": ["video"]}]}}),
+            "videodb parse_webhook"),
+        "stream.summary": Example(_asapp(12, lambda session, who: asapp_parse.summary_event(
+            asapp_parse.parse_message(orjson.dumps({
+                "message": "finalResponse", "streamId": "asapp-7c21", "status": {"code": "1000", "description": "OK"},
+                "summary": {"totalAudioBytes": 960000, "audioDurationMs": 60000, "streamingSeconds": 60.4,
+                            "transcripts": 14}})),
+            session=session, participant=who, received=RECEIVED)), "asapp parse_message + summary_event"),
+        "stream.error": Example(_asapp(13, lambda session, who: asapp_parse.error_event(
+            "4090", "stream too long (3 h limit)", permanent=False, session=session, participant=who,
+            received=RECEIVED)), "asapp error_event"),
         "generic": Example(_recall(lambda b, a: {"event": "participant_events.reaction", "data": {
             **b.envelope("participant_events", b.participant_events_id),
             "data": {"participant": a, "timestamp": frames.timestamp(b, 9.0), "data": {"reaction": "thumbs_up"}}}}, 14),
