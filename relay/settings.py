@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from relay.providers.asapp.config import AsappSettings
 from relay.providers.videodb.config import VideoDBSettings
+from relay.secret_files import read_secret_lines
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -55,20 +56,6 @@ def split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
-
-
-def read_secret_lines(path: Path) -> list[str]:
-    """Secrets from a file: one per line (or comma-separated); blank lines and ``#`` comments skipped."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    secrets = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            secrets.extend(split_commas(line))
-    return secrets
 
 
 class _Section(BaseModel):

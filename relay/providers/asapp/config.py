@@ -30,6 +30,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from relay.secret_files import read_secret
+
 #: Recall metadata values that mean "no" for the bridge opt-in key.
 FALSY_METADATA = frozenset({"", "0", "false", "no", "off"})
 
@@ -39,17 +41,6 @@ def _split(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
-
-
-def _first_secret(path: Path) -> SecretStr:
-    # Imported here: relay.settings imports this module at its top, and is fully loaded by the time
-    # any validator runs.
-    from relay.settings import read_secret_lines
-
-    lines = read_secret_lines(path)
-    if not lines:
-        raise ValueError(f"{path} holds no secret")
-    return SecretStr(lines[0])
 
 
 class AsappSettings(BaseModel):
@@ -110,9 +101,9 @@ class AsappSettings(BaseModel):
     @model_validator(mode="after")
     def _secrets(self) -> AsappSettings:
         if self.api_id_file is not None:
-            self.api_id = _first_secret(self.api_id_file)
+            self.api_id = read_secret(self.api_id_file)
         if self.api_secret_file is not None:
-            self.api_secret = _first_secret(self.api_secret_file)
+            self.api_secret = read_secret(self.api_secret_file)
         if self.enabled and (self.api_id is None or self.api_secret is None):
             raise ValueError("enabled needs api_id and api_secret (or their *_file)")
         if self.idle_finish_s >= 60:

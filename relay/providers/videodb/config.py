@@ -26,22 +26,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from relay.secret_files import read_secret
+
 __all__ = ["AlertRule", "CollectionSettings", "ResolvedCollection", "VideoDBSettings"]
 
 _ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
-
-
-def _read_secret(path: Path) -> SecretStr:
-    """The first non-blank, non-comment line of ``path``; the error never shows the content."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            return SecretStr(line)
-    raise ValueError(f"{path} holds no secret")
 
 
 class AlertRule(BaseModel):
@@ -66,7 +55,7 @@ class CollectionSettings(BaseModel):
     @model_validator(mode="after")
     def _key_file(self) -> CollectionSettings:
         if self.api_key_file is not None:
-            self.api_key = _read_secret(self.api_key_file)
+            self.api_key = read_secret(self.api_key_file)
         return self
 
 
@@ -155,9 +144,9 @@ class VideoDBSettings(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> VideoDBSettings:
         if self.api_key_file is not None:
-            self.api_key = _read_secret(self.api_key_file)
+            self.api_key = read_secret(self.api_key_file)
         if self.webhook_secret_file is not None:
-            self.webhook_secret = _read_secret(self.webhook_secret_file)
+            self.webhook_secret = read_secret(self.webhook_secret_file)
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must be >= backoff_initial_s")
         ids = [c.id for c in self.collections]
