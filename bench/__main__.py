@@ -28,7 +28,7 @@ from bench.harness import ROOT, Bench
 RESULTS = ROOT / "bench" / "results"
 WORKLOADS = ("flood", "capacity", "latency", "audio", "idle", "scaling", "asapp")
 QUICK: dict[str, dict[str, Any]] = {
-    "flood": {"bots": 4, "duration_s": 2},
+    "flood": {"bots": 4, "duration_s": 2, "repeats": 1},
     "capacity": {"duration_s": 3, "start": 50, "maximum": 200, "time_cap_s": 30},
     "latency": {"bots": 20, "rate": 10, "duration_s": 2},
     "audio": {"duration_s": 2, "start": 10, "maximum": 40, "time_cap_s": 30},

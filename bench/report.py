@@ -54,7 +54,8 @@ def rows(results: dict[str, dict[str, Any] | None]) -> list[list[str]]:
     if flood := results.get("flood"):
         s = flood["summary"]
         met = s["targets_met"]
-        add("flood", "events/s", {t: s.get(t, {}).get("events_per_s") for t in TARGETS},
+        add("flood", f"events/s ({flood['params']['bots']} bots; median of {flood['params'].get('repeats', 1)} runs)",
+            {t: s.get(t, {}).get("events_per_s") for t in TARGETS},
             "≥ 2.5× handwritten, ≥ 1.0× forwarder", all(met.values()))  # fmt: skip
         add("flood", "target CPU µs/event", {t: s.get(t, {}).get("cpu_us_per_event") for t in TARGETS}, "", None, lower_better=True)
         out.append(["flood", "load generator vs discard server (events/s)", _fmt(s.get("loadgen_ceiling_per_s")), "", "",

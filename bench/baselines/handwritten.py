@@ -3,13 +3,17 @@
 This is the relay a team writes in an afternoon, and what the relay has to beat: it checks the
 token, parses each frame with the standard library, picks the fields a consumer needs, and awaits
 one ``PUBLISH`` per message on a shared ``redis.asyncio`` client (so a slow Redis slows the socket).
+
+The client's pool blocks when all its connections are busy: with redis-py's default pool, a few
+hundred bots make ``publish`` raise ``MaxConnectionsError`` and the handler dies, losing events
+(what a first version of such glue does); the bench measures the version that survives.
 """
 
 from __future__ import annotations
 
 import json
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -18,7 +22,7 @@ from bench.baselines._serve import arguments, serve
 
 
 def create_app(redis_url: str, token: str) -> Starlette:
-    redis = Redis.from_url(redis_url)
+    redis = Redis(connection_pool=BlockingConnectionPool.from_url(redis_url, max_connections=100))
 
     async def recall(websocket: WebSocket) -> None:
         if websocket.query_params.get("token") != token:
