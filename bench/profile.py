@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="per bot; 0 = flood")
     parser.add_argument("--sample-rate", type=int, default=200)
     parser.add_argument("--relay-src", type=Path)
+    parser.add_argument("--save-as", default="profile", help="result name: bench/results/<name>.json (the report shows profile and profile-audio)")
     args = parser.parse_args(argv)
     spy_bin = shutil.which("py-spy")
     if spy_bin is None:
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         args.relay_src = args.relay_src.resolve()
         sys.path.insert(0, str(args.relay_src))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    raw_path = RESULTS / "profile.txt"
+    raw_path = RESULTS / f"{args.save_as}.txt"
     with Bench(relay_src=args.relay_src) as bench:
         target = start_target("relay", bench.redis.url, relay_src=args.relay_src)
         try:
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"workload": "profile", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rate": args.sample_rate,
               "params": {"bots": args.bots, "duration_s": args.duration, "kind": args.kind, "rate": args.rate},
               "samples": total, "run": run, "inclusive": inclusive, "self": self_}  # fmt: skip
-    (RESULTS / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.save_as}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"{total} samples; relay {run.get('events_per_s')} events/s, {run.get('cpu_us_per_event')} µs CPU/event")
     print("inclusive %:")
     for name, pct in inclusive[:30]:

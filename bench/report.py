@@ -19,6 +19,9 @@ DOC = ROOT / "docs" / "performance.md"
 PLOT = ROOT / "docs" / "performance.png"
 NOTES = ROOT / "bench" / "NOTES.md"
 TARGETS = ("relay", "handwritten", "forwarder")
+#: Frames every sample passes through (process start, the server's run loop): not worth a row.
+_BOILERPLATE = ("<frozen runpy>", "relay/cli.py:", "uvicorn/server.py:", "uvicorn/_compat.py:", "asyncio/runners.py:Runner.run",
+                "relay/server.py:run", "multiprocessing/", "asyncio/base_events.py:")  # fmt: skip
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -160,8 +163,7 @@ def render(results: dict[str, dict[str, Any] | None]) -> str:
     ]
     if NOTES.is_file():
         lines += [NOTES.read_text().rstrip(), ""]
-    profile = _load("profile")
-    if profile:
+    for profile in filter(None, (_load("profile"), _load("profile-audio"))):
         p = profile["params"]
         load = "flood" if not p["rate"] else f"{p['rate']:g}/s per bot"
         lines += [f"## Profile (py-spy, relay under {p['kind']} load, {load})", "",
@@ -170,7 +172,8 @@ def render(results: dict[str, dict[str, Any] | None]) -> str:
                   f"events/s at {_fmt(profile['run'].get('cpu_us_per_event'))} µs CPU/event. "
                   "Share of samples whose stack contains the function (`python -m bench.profile`):", "",
                   "| inclusive % | function |", "|---:|---|"]  # fmt: skip
-        lines += [f"| {pct:.1f} | `{name}` |" for name, pct in profile["inclusive"][:25]]
+        frames = [(n, pct) for n, pct in profile["inclusive"] if not n.startswith(_BOILERPLATE)]
+        lines += [f"| {pct:.1f} | `{name}` |" for name, pct in frames[:22]]
         lines += ["", "Self time (the leaf frame):", "", "| self % | function |", "|---:|---|"]
         lines += [f"| {pct:.1f} | `{name}` |" for name, pct in profile["self"][:20]]
         lines.append("")
