@@ -132,20 +132,30 @@ def capacity(bench: Bench, rate: float = 2.0, duration_s: float = 8.0, start: in
     def passes(r: Result) -> bool:
         return _clean(r) and (_p99(r) or 1e9) < 50.0
 
+    runs, summary = _search_each(bench, {t: passes for t in targets}, "transcript", rate, duration_s, start, maximum, time_cap_s)
+    relay_best = summary.get("relay", {}).get("max_bots")
+    summary["targets_met"] = {">= 5,000 bots at 2 events/s, zero loss, p99 < 50 ms": (relay_best or 0) >= 5000}
+    return {"workload": "capacity", "params": {"rate": rate, "duration_s": duration_s, "start": start, "maximum": maximum,
+            "time_cap_s": time_cap_s}, "runs": runs, "summary": summary}  # fmt: skip
+
+
+def _search_each(
+    bench: Bench, checks: dict[str, Callable[[Result], bool]], kind: str, rate: float, duration_s: float,
+    start: int, maximum: int, time_cap_s: float,
+) -> tuple[list[Result], dict[str, Any]]:
+    """For each target, the most bots of ``kind`` at ``rate``/s that pass its check; with ratios."""
     summary: dict[str, Any] = {}
     runs: list[Result] = []
-    for t in targets:
-        best, trials = search(bench, t, lambda n, t=t: bench.run_load(t, kind="transcript", bots=n, rate=rate,
-                              duration_s=duration_s), passes, start=start, maximum=maximum, time_cap_s=time_cap_s)  # fmt: skip
+    for t, check in checks.items():
+        best, trials = search(bench, t, lambda n, t=t: bench.run_load(t, kind=kind, bots=n, rate=rate,
+                              duration_s=duration_s), check, start=start, maximum=maximum, time_cap_s=time_cap_s)  # fmt: skip
         runs += trials
         summary[t] = {"max_bots": best, "trials": [(r["bots"], r["passed"], _p99(r), r.get("lost")) for r in trials]}
     relay_best = summary.get("relay", {}).get("max_bots")
     for b in BASELINES:
         if b in summary:
             summary[f"relay_vs_{b}"] = _ratio(relay_best, summary[b]["max_bots"])
-    summary["targets_met"] = {">= 5,000 bots at 2 events/s, zero loss, p99 < 50 ms": (relay_best or 0) >= 5000}
-    return {"workload": "capacity", "params": {"rate": rate, "duration_s": duration_s, "start": start, "maximum": maximum,
-            "time_cap_s": time_cap_s}, "runs": runs, "summary": summary}  # fmt: skip
+    return runs, summary
 
 
 def audio(bench: Bench, rate: float = 50.0, duration_s: float = 5.0, start: int = 50, maximum: int = 800,
@@ -160,18 +170,10 @@ def audio(bench: Bench, rate: float = 50.0, duration_s: float = 5.0, start: int 
     def passes(r: Result) -> bool:
         return _clean(r) and r["loadgen_behind_max_s"] < 0.1 and (_p99(r) or 1e9) < 100.0
 
-    summary: dict[str, Any] = {}
-    runs: list[Result] = []
-    for t in (*targets, "discard"):
-        check = passes if t != "discard" else (lambda r: r["loadgen_behind_max_s"] < 0.1 and r["send_errors"] == 0)
-        best, trials = search(bench, t, lambda n, t=t: bench.run_load(t, kind="audio", bots=n, rate=rate,
-                              duration_s=duration_s), check, start=start, maximum=maximum, time_cap_s=time_cap_s)  # fmt: skip
-        runs += trials
-        summary[t] = {"max_bots": best, "trials": [(r["bots"], r["passed"], _p99(r), r.get("lost")) for r in trials]}
+    checks: dict[str, Callable[[Result], bool]] = {t: passes for t in targets}
+    checks["discard"] = lambda r: r["loadgen_behind_max_s"] < 0.1 and r["send_errors"] == 0
+    runs, summary = _search_each(bench, checks, "audio", rate, duration_s, start, maximum, time_cap_s)
     relay_best = summary.get("relay", {}).get("max_bots")
-    for b in BASELINES:
-        if b in summary:
-            summary[f"relay_vs_{b}"] = _ratio(relay_best, summary[b]["max_bots"])
     summary["targets_met"] = {">= 400 bots of audio in real time, zero loss": (relay_best or 0) >= 400}
     return {"workload": "audio", "params": {"rate": rate, "duration_s": duration_s, "start": start, "maximum": maximum,
             "time_cap_s": time_cap_s}, "runs": runs, "summary": summary}  # fmt: skip
