@@ -63,7 +63,8 @@ class Relay:
 
 
 def build_redis(settings: Settings) -> Redis:
-    """One pooled client for the whole process. Retries are the publisher's job, so none here."""
+    """The pooled client for readiness, leases and webhook dedupe (events go over the publisher's own
+    link, relay/redis_link.py). Retries are the callers' job, so none here."""
     return Redis.from_url(
         settings.redis.url,
         socket_timeout=settings.redis.socket_timeout_s,
@@ -78,12 +79,13 @@ def create_app(settings: Settings) -> Starlette:
     metrics = RelayMetrics()
     redis = build_redis(settings)
     publisher = EventPublisher(
-        redis,
+        settings.redis.url,
         metrics,
         PublisherConfig(
             queue_max_events=settings.redis.queue_max_events,
             batch_max_events=settings.redis.batch_max_events,
             outage_buffer_bytes=settings.redis.outage_buffer_bytes,
+            timeout_s=settings.redis.socket_timeout_s,
         ),
         ChannelScheme(settings.redis.channel_prefix),
     )

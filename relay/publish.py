@@ -2,22 +2,28 @@
 
 Publishing is decoupled from the sockets that produce events::
 
-    producers ──publish()──▶ bounded queue ──▶ drain task ──pipelined PUBLISH batches──▶ Redis
-                                                   │
-                                                   └─ while Redis is down: outage backlog
-                                                      (bounded by bytes, published in order later)
+    producers ──accept()/publish()──▶ pending ──PUBLISH batches──▶ RedisPublishLink ──▶ Redis
+                                         │                        (≤ 2 batches in flight)
+                                         └─ while Redis is down: held in order, bounded by bytes
 
-* **Backpressure.** :meth:`EventPublisher.publish` awaits while the queue is full. A Recall socket
-  handler awaiting it stops reading its socket, so a slow Redis slows the bots down instead of
-  growing memory.
-* **Outages.** When Redis stops answering, the drain task keeps moving accepted events into the
-  backlog so sockets keep flowing, and retries Redis with capped exponential backoff. Back online,
-  it publishes the backlog in order before anything newer. Past ``outage_buffer_bytes`` it sheds
-  media (audio, video) first and text last, oldest first; every drop is counted and logged.
-* **Delivery** is at least once: a batch cut short by a dropped connection is sent again whole, so
-  a consumer may see an event twice (dedupe on ``id``) but never loses an accepted one.
-* **One connection.** All events go through one drain task using one pooled client, however many
-  bots are connected.
+* **No task per event.** Accepting an event appends it to ``pending`` and, at most once per event
+  loop iteration, schedules a flush, so every event accepted in one iteration goes out in one
+  write over one dedicated connection (:class:`~relay.redis_link.RedisPublishLink`: commands
+  packed here, replies counted in C). The link's completion callback flushes the next batch.
+* **Backpressure.** At ``queue_max_events`` unsent events, :meth:`EventPublisher.accept` tells its
+  caller to stop producing (a Recall connection stops reading its socket, so TCP slows the bot)
+  and :meth:`EventPublisher.call_when_room` resumes it once the queue is half empty;
+  :meth:`EventPublisher.publish` waits for room instead. Events a socket had already read are still
+  accepted, so the queue can exceed its bound by what each connection had read when it filled.
+* **Outages.** When the link fails (connection lost, an error reply, or no answer within
+  ``timeout_s``), the batches in flight go back to the front of ``pending``, producers are no longer
+  held back (sockets keep flowing), and the link reconnects with capped exponential backoff. Back
+  online, the backlog goes out in order before anything newer. Past ``outage_buffer_bytes`` it
+  sheds media (audio, video) first and text last, oldest first; every drop is counted and logged.
+* **Delivery** is at least once: a batch cut short by a failure is sent again whole, so a consumer
+  may see an event twice (dedupe on ``id``) but never loses an accepted one.
+* **Metrics** are counted in plain integers per event and added to Prometheus once per flush and per
+  batch: each Prometheus increment takes a lock.
 """
 
 from __future__ import annotations
@@ -26,20 +32,21 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any, Final
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
+from relay.backoff import Backoff
 from relay.metrics import RelayMetrics
+from relay.redis_link import RedisPublishLink, publish_head
 from relay.schema import EventBase, EventRecord
 
 log = logging.getLogger("relay.publish")
 
 #: Characters that would break channel parsing or act as glob syntax in PSUBSCRIBE patterns.
 _CHANNEL_UNSAFE: Final = str.maketrans({c: "_" for c in ":*?[]\\ \t\r\n"})
+#: Packed channel heads cached per (source, session, type); cleared when full (sessions come and go).
+_MAX_CACHED_HEADS: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,21 +78,28 @@ class ChannelScheme:
         return f"{self.prefix}:{kind}:{source or '*'}:{sess}:{type or '*'}"
 
 
-@dataclass(slots=True)
 class _Outgoing:
-    channel: str
-    body: bytes
-    source: str
-    type: str  # metric label: the event type, or "generic" for types the schema does not model
-    media: bool
-    received_ns: int
+    """One accepted event: its packed ``PUBLISH`` head and body, and what its metrics need."""
+
+    __slots__ = ("head", "body", "source", "type", "media", "received_ns")
+
+    def __init__(self, head: bytes, body: bytes, source: str, type: str, media: bool, received_ns: int) -> None:
+        self.head = head
+        self.body = body
+        self.source = source
+        self.type = type  # metric label: the event type, or "generic" for types the schema does not model
+        self.media = media
+        self.received_ns = received_ns
 
 
 @dataclass(frozen=True, slots=True)
 class PublisherConfig:
     queue_max_events: int = 10_000
     batch_max_events: int = 500
+    batches_in_flight: int = 2
     outage_buffer_bytes: int = 256 * 1024 * 1024
+    #: A batch unanswered this long fails the link (Redis stalled); it is then re-sent.
+    timeout_s: float = 5.0
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
 
@@ -93,75 +107,86 @@ class PublisherConfig:
 class EventPublisher:
     """Publishes events to Redis in pipelined batches; see the module docstring for the design."""
 
-    def __init__(
-        self, redis: Redis, metrics: RelayMetrics, config: PublisherConfig, channels: ChannelScheme
-    ) -> None:
-        self._redis = redis
+    def __init__(self, redis_url: str, metrics: RelayMetrics, config: PublisherConfig, channels: ChannelScheme) -> None:
+        self._url = redis_url
         self._metrics = metrics
         self._config = config
         self.channels = channels
-        self._queue: asyncio.Queue[_Outgoing] = asyncio.Queue(maxsize=config.queue_max_events)
-        self._backlog: deque[_Outgoing] = deque()
-        self._backlog_bytes = 0
-        self._backlog_media = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._link: RedisPublishLink | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._closing = False
+        #: Accepted, not yet sent, in order.
+        self._pending: deque[_Outgoing] = deque()
+        #: Sent, not yet acknowledged: whole batches, oldest first.
+        self._inflight: deque[list[_Outgoing]] = deque()
+        self._held_bytes = 0  # pending + in flight
+        self._held_media = 0
+        self._flush_scheduled = False
         self._redis_ok = True
         self._down_since: float | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._accepted = 0
         self._published = 0
         self._dropped = 0
-        self._accepted = 0
-        # Bound metric children per (source, type): label lookups cost more than the increment.
+        self._heads: dict[tuple[object, str, str], bytes] = {}
+        # Counted per event in plain ints, added to Prometheus per flush (see the module docstring).
+        self._received_counts: dict[tuple[str, str], int] = {}
         self._received_children: dict[tuple[str, str], Any] = {}
-        self._done_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._published_children: dict[tuple[str, str], Any] = {}
-        metrics.queue_depth.set_function(self._queue.qsize)
-        # The backlog holds at most one batch while Redis keeps up; it grows during an outage and
-        # drains after it, which is what these show (both phases).
-        metrics.outage_buffer_bytes.set_function(lambda: self._backlog_bytes)
-        metrics.outage_buffer_events.set_function(lambda: len(self._backlog))
+        self._room_waiters: list[asyncio.Future[None]] = []
+        self._paused: list[Callable[[], None]] = []
+        self._done_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        metrics.queue_depth.set_function(lambda: len(self._pending))
+        metrics.outage_buffer_bytes.set_function(lambda: self._held_bytes)
+        metrics.outage_buffer_events.set_function(lambda: len(self._pending) + sum(map(len, self._inflight)))
         metrics.redis_up.set(1)
 
     # --- producer side -------------------------------------------------------------------------
 
-    async def publish(self, event: EventBase | EventRecord, received_ns: int | None = None) -> None:
-        """Accept one event; waits (backpressure) while the queue is full."""
-        item = self._accept(event, received_ns)
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            await self._queue.put(item)
+    def accept(self, event: EventBase | EventRecord, received_ns: int | None = None) -> bool:
+        """Accept one event without waiting; False when the queue is full.
 
-    def try_publish(self, event: EventBase | EventRecord, received_ns: int | None = None) -> bool:
-        """Accept one event if the queue has room, without waiting; False (nothing accepted) if full.
-
-        For producers that cannot await (a socket protocol's ``data_received``): on False they
-        stop reading their socket and fall back to awaiting :meth:`publish`.
+        On False the event *is* accepted, but the caller should stop producing (stop reading its
+        socket) and register with :meth:`call_when_room` to be told when to go on.
         """
-        if self._queue.full():
-            return False
-        self._queue.put_nowait(self._accept(event, received_ns))
-        return True
-
-    def _accept(self, event: EventBase | EventRecord, received_ns: int | None) -> _Outgoing:
+        source = event.source.value
+        key = (source, event.session.id, event.type)
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= _MAX_CACHED_HEADS:
+                self._heads.clear()
+            head = self._heads[key] = publish_head(self.channels.channel(event))
+        media = event.is_media
         type_label = event.metric_type
-        item = _Outgoing(
-            channel=self.channels.channel(event),
-            body=event.to_json(),
-            source=event.source.value,
-            type=type_label,
-            media=event.is_media,
-            received_ns=time.monotonic_ns() if received_ns is None else received_ns,
+        body = event.to_json()
+        self._pending.append(
+            _Outgoing(head, body, source, type_label, media, time.monotonic_ns() if received_ns is None else received_ns)
         )
-        self._received(item.source, type_label).inc()
+        self._held_bytes += len(body)
+        if media:
+            self._held_media += 1
         self._accepted += 1
-        return item
+        counts = self._received_counts
+        label = (source, type_label)
+        counts[label] = counts.get(label, 0) + 1
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        if self._held_bytes > self._config.outage_buffer_bytes:
+            self._shed()
+        return not (self._redis_ok and len(self._pending) >= self._config.queue_max_events)
 
-    def _received(self, source: str, type_label: str):  # type: ignore[no-untyped-def]
-        key = (source, type_label)
-        child = self._received_children.get(key)
-        if child is None:
-            child = self._received_children[key] = self._metrics.events_received.labels(source, type_label)
-        return child
+    def call_when_room(self, resume: Callable[[], None]) -> None:
+        """Call ``resume`` once the queue is half empty, or Redis is down (producers then flow on)."""
+        self._paused.append(resume)
+
+    async def publish(self, event: EventBase | EventRecord, received_ns: int | None = None) -> None:
+        """Accept one event, first waiting (backpressure) while the queue is full."""
+        while self._redis_ok and len(self._pending) >= self._config.queue_max_events:
+            room = asyncio.get_running_loop().create_future()
+            self._room_waiters.append(room)
+            await room
+        self.accept(event, received_ns)
 
     @property
     def accepted(self) -> int:
@@ -176,17 +201,6 @@ class EventPublisher:
         self._done_waiters.append((position, future))
         await future
 
-    def _wake_done_waiters(self) -> None:
-        done = self._published + self._dropped
-        still = []
-        for position, future in self._done_waiters:
-            if position <= done:
-                if not future.done():
-                    future.set_result(None)
-            else:
-                still.append((position, future))
-        self._done_waiters = still
-
     @property
     def redis_ok(self) -> bool:
         return self._redis_ok
@@ -198,168 +212,214 @@ class EventPublisher:
             "accepted": self._accepted,
             "published": self._published,
             "dropped": self._dropped,
-            "pending": self._queue.qsize() + len(self._backlog),
+            "pending": len(self._pending) + sum(map(len, self._inflight)),
         }
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="relay-publisher")
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._connector = asyncio.create_task(self._connect(), name="relay-publisher-connect")
+            if self._pending:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
 
     async def close(self, timeout: float) -> None:
         """Publish what is pending for up to ``timeout`` seconds, then stop; what is left is counted as dropped."""
-        if self._task is None:
+        if self._loop is None:
             return
         try:
-            await asyncio.wait_for(self._queue.join(), timeout)
+            await asyncio.wait_for(self.wait_done(self._accepted), timeout)
         except TimeoutError:
             pass
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        self._task = None
-        left = list(self._backlog)
-        while not self._queue.empty():
-            left.append(self._queue.get_nowait())
+        self._closing = True
+        if self._connector is not None:
+            self._connector.cancel()
+            try:
+                await self._connector
+            except asyncio.CancelledError:
+                pass
+            self._connector = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        self._flush_counts()
+        left = [item for batch in self._inflight for item in batch]
+        left.extend(self._pending)
+        self._inflight.clear()
+        self._pending.clear()
         for item in left:
             self._count_drop(item, "shutdown")
         if left:
             log.error("shutdown: %d accepted events could not be published in time and were dropped", len(left))
-        self._backlog.clear()
-        self._backlog_bytes = self._backlog_media = 0
+        self._held_bytes = self._held_media = 0
+        self._loop = None
 
-    # --- drain task ----------------------------------------------------------------------------
+    # --- sending -------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        backoff = self._config.backoff_initial_s
-        batch_max = self._config.batch_max_events
-        while True:
-            if not self._backlog:
-                self._append(await self._queue.get())
-            if self._redis_ok:
-                self._move(batch_max - len(self._backlog))
-            else:
-                self._move(None)
-                if not await self._ping():
-                    await self._wait_moving(backoff)
-                    backoff = min(backoff * 2, self._config.backoff_max_s)
-                    continue
-                backoff = self._config.backoff_initial_s
-                self._mark_up()
-            batch = list(islice(self._backlog, batch_max))
-            try:
-                await self._send(batch)
-            except (RedisError, OSError) as exc:
-                self._mark_down(exc)
-                continue
-            self._on_sent(batch)
-
-    async def _send(self, batch: list[_Outgoing]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
+    def _flush(self) -> None:
+        """Send what is pending, in batches, while the link has room for another batch in flight."""
+        self._flush_scheduled = False
+        self._flush_counts()
+        link = self._link
+        if link is None:
+            return
+        pending, inflight = self._pending, self._inflight
+        batch_max, window = self._config.batch_max_events, self._config.batches_in_flight
+        sent = False
+        while pending and len(inflight) < window:
+            n = min(batch_max, len(pending))
+            batch = [pending.popleft() for _ in range(n)]
+            parts: list[bytes] = []
             for item in batch:
-                pipe.publish(item.channel, item.body)
-            await pipe.execute()
+                body = item.body
+                parts += (item.head, b"$%d\r\n" % len(body), body, b"\r\n")
+            inflight.append(batch)
+            link.send(b"".join(parts), n)
+            sent = True
+        if sent:
+            self._room_freed()
 
-    def _on_sent(self, batch: list[_Outgoing]) -> None:
+    def _on_batch(self) -> None:
+        """The link's callback: the oldest batch in flight was acknowledged."""
+        batch = self._inflight.popleft()
         now = time.monotonic_ns()
-        children = self._published_children
-        latency = self._metrics.publish_latency
+        counts: dict[tuple[str, str], int] = {}
+        size = media = 0
         for item in batch:
-            self._backlog.popleft()
-            self._backlog_bytes -= len(item.body)
-            if item.media:
-                self._backlog_media -= 1
-            key = (item.source, item.type)
-            child = children.get(key)
+            size += len(item.body)
+            media += item.media
+            label = (item.source, item.type)
+            counts[label] = counts.get(label, 0) + 1
+        self._held_bytes -= size
+        self._held_media -= media
+        children = self._published_children
+        for label, n in counts.items():
+            child = children.get(label)
             if child is None:
-                child = children[key] = self._metrics.events_published.labels(*key)
-            child.inc()
-            latency.observe((now - item.received_ns) / 1e9)
-            self._queue.task_done()
-        self._published += len(batch)
+                child = children[label] = self._metrics.events_published.labels(*label)
+            child.inc(n)
+        # Once per batch, for its oldest event: the longest wait in the batch.
+        self._metrics.publish_latency.observe((now - batch[0].received_ns) / 1e9)
         self._metrics.publish_batch_size.observe(len(batch))
+        self._published += len(batch)
         if self._done_waiters:
             self._wake_done_waiters()
+        if self._pending and not self._flush_scheduled:
+            self._flush()
 
-    async def _ping(self) -> bool:
-        try:
-            await self._redis.ping()
-        except (RedisError, OSError):
-            self._metrics.redis_errors.labels("ping").inc()
-            return False
-        return True
+    def _flush_counts(self) -> None:
+        counts = self._received_counts
+        if not counts:
+            return
+        children = self._received_children
+        for label, n in counts.items():
+            child = children.get(label)
+            if child is None:
+                child = children[label] = self._metrics.events_received.labels(*label)
+            child.inc(n)
+        counts.clear()
 
-    async def _wait_moving(self, timeout: float) -> None:
-        """Sleep ``timeout`` seconds while Redis is down, still taking events off the queue."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (remaining := deadline - loop.time()) > 0:
+    def _room_freed(self) -> None:
+        """Wake producers waiting for room: ``publish`` callers at once, paused sockets at half."""
+        size, bound = len(self._pending), self._config.queue_max_events
+        if self._room_waiters and (size < bound or not self._redis_ok):
+            waiters, self._room_waiters = self._room_waiters, []
+            for room in waiters:
+                if not room.done():
+                    room.set_result(None)
+        if self._paused and (size <= bound // 2 or not self._redis_ok):
+            paused, self._paused = self._paused, []
+            for resume in paused:
+                resume()
+
+    def _wake_done_waiters(self) -> None:
+        done = self._published + self._dropped
+        still = []
+        for position, future in self._done_waiters:
+            if position <= done:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((position, future))
+        self._done_waiters = still
+
+    # --- the link ------------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Open the link, retrying with capped exponential backoff until it is up."""
+        backoff = Backoff(self._config.backoff_initial_s, self._config.backoff_max_s)
+        while True:
             try:
-                item = await asyncio.wait_for(self._queue.get(), remaining)
-            except TimeoutError:
-                return
-            self._append(item)
-            self._move(None)
+                link = await RedisPublishLink.open(self._url, timeout_s=self._config.timeout_s)
+            except (OSError, TimeoutError) as exc:
+                self._metrics.redis_errors.labels("connect").inc()
+                self._mark_down(exc)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            link.on_batch = self._on_batch
+            link.on_lost = self._on_lost
+            self._link = link
+            self._connector = None
+            self._mark_up()
+            self._flush()
+            return
 
-    def _mark_down(self, exc: BaseException) -> None:
+    def _on_lost(self, exc: BaseException | None) -> None:
+        """The link's callback: it failed. Re-send what was in flight, first, once reconnected."""
+        self._link = None
+        if self._closing:
+            return
+        while self._inflight:
+            self._pending.extendleft(reversed(self._inflight.pop()))
         self._metrics.redis_errors.labels("publish").inc()
+        self._mark_down(exc)
+        self._room_freed()
+        self._connector = asyncio.create_task(self._connect(), name="relay-publisher-connect")
+
+    def _mark_down(self, exc: BaseException | None) -> None:
         if self._redis_ok:
             self._redis_ok = False
             self._down_since = time.monotonic()
             self._metrics.redis_up.set(0)
-            log.error("redis unavailable (%s); buffering up to %d bytes of events", type(exc).__name__,
-                      self._config.outage_buffer_bytes)  # fmt: skip
+            log.error("redis unavailable (%s); buffering up to %d bytes of events",
+                      type(exc).__name__ if exc else "connection closed", self._config.outage_buffer_bytes)  # fmt: skip
+            self._room_freed()
 
     def _mark_up(self) -> None:
+        if self._redis_ok:
+            return
         self._redis_ok = True
         self._metrics.redis_up.set(1)
         down_for = time.monotonic() - self._down_since if self._down_since else 0.0
         log.warning("redis available again after %.1f s; publishing %d buffered events",
-                    down_for, len(self._backlog))  # fmt: skip
+                    down_for, len(self._pending))  # fmt: skip
 
-    # --- backlog -------------------------------------------------------------------------------
-
-    def _move(self, limit: int | None) -> None:
-        """Move up to ``limit`` queued events (all when None) into the backlog."""
-        queue = self._queue
-        n = queue.qsize() if limit is None else min(limit, queue.qsize())
-        for _ in range(n):
-            self._append(queue.get_nowait())
-
-    def _append(self, item: _Outgoing) -> None:
-        self._backlog.append(item)
-        self._backlog_bytes += len(item.body)
-        if item.media:
-            self._backlog_media += 1
-        if self._backlog_bytes > self._config.outage_buffer_bytes:
-            self._shed()
+    # --- shedding ------------------------------------------------------------------------------
 
     def _shed(self) -> None:
-        """Bring the backlog under 90 % of its bound: oldest media first, then oldest text."""
+        """Bring what is held under 90 % of its bound: oldest unsent media first, then oldest text."""
         target = self._config.outage_buffer_bytes * 9 // 10
         dropped: dict[str, int] = {}
-        if self._backlog_media:
+        if self._held_media:
             kept: deque[_Outgoing] = deque()
-            for item in self._backlog:
-                if item.media and self._backlog_bytes > target:
+            for item in self._pending:
+                if item.media and self._held_bytes > target:
                     self._forget(item, "outage_buffer_full_media", dropped)
                 else:
                     kept.append(item)
-            self._backlog = kept
-        while self._backlog_bytes > target and self._backlog:
-            self._forget(self._backlog.popleft(), "outage_buffer_full_text", dropped)
+            self._pending = kept
+        while self._held_bytes > target and self._pending:
+            self._forget(self._pending.popleft(), "outage_buffer_full_text", dropped)
         for reason, n in dropped.items():
             log.error("outage buffer full: dropped %d events (%s)", n, reason)
 
     def _forget(self, item: _Outgoing, reason: str, tally: dict[str, int]) -> None:
-        self._backlog_bytes -= len(item.body)
+        self._held_bytes -= len(item.body)
         if item.media:
-            self._backlog_media -= 1
+            self._held_media -= 1
         self._count_drop(item, reason)
-        self._queue.task_done()
         tally[reason] = tally.get(reason, 0) + 1
 
     def _count_drop(self, item: _Outgoing, reason: str) -> None:

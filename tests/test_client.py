@@ -156,8 +156,7 @@ async def test_unknown_types_arrive_as_generic_events(redis_url: str, redis_clie
 
 
 async def test_receives_what_the_relay_publisher_publishes(redis_url: str, metrics) -> None:
-    redis = aioredis.Redis.from_url(redis_url)
-    publisher = EventPublisher(redis, metrics, PublisherConfig(), SCHEME)
+    publisher = EventPublisher(redis_url, metrics, PublisherConfig(), SCHEME)
     publisher.start()
     try:
         async with RelayClient(redis_url, type="transcript.final") as client:
@@ -167,7 +166,6 @@ async def test_receives_what_the_relay_publisher_publishes(redis_url: str, metri
             events = await take(client, 20)
     finally:
         await publisher.close(timeout=5)
-        await redis.aclose()
     assert texts(events) == [f"line {i}" for i in range(20)]
 
 

@@ -43,8 +43,7 @@ def sample(metrics: RelayMetrics, name: str, **labels: str) -> float:
 
 
 def make_publisher(url: str, metrics: RelayMetrics, **config: int | float) -> EventPublisher:
-    client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
-    return EventPublisher(client, metrics, PublisherConfig(**config), ChannelScheme())
+    return EventPublisher(url, metrics, PublisherConfig(**{"timeout_s": 2.0, **config}), ChannelScheme())
 
 
 def test_channel_scheme_names_text_and_media_apart() -> None:
@@ -136,7 +135,7 @@ async def test_full_outage_buffer_sheds_media_before_text(redis_server, redis_ur
 
 async def test_full_queue_applies_backpressure(redis_server, redis_url, metrics) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    publisher = make_publisher(redis_url, metrics, queue_max_events=5, batch_max_events=1)
+    publisher = make_publisher(redis_url, metrics, queue_max_events=5, batch_max_events=1, batches_in_flight=1)
     await client.execute_command("CLIENT", "PAUSE", "2000", "WRITE")  # Redis slow, not down
     publisher.start()
     for n in range(6):

@@ -16,7 +16,7 @@ upgrades to :meth:`RecallIngress.protocol_factory` (its documented ``ws`` protoc
   stay good. Frames over ``max_frame_bytes`` close the connection with 1009, after the frames that
   arrived before it have been published.
 * **Backpressure**: when the publish queue is full the connection stops reading its socket (TCP
-  then slows the bot) and resumes when its events are in.
+  then slows the bot) and resumes when the publisher has room again.
 * **Keepalive**: one timer pings every connection quiet for ``ping_interval`` and closes (1011)
   those that do not answer within ``ping_timeout``.
 * **Shutdown**: uvicorn calls :meth:`RecallConnection.shutdown`, which sends a 1012 close (service
@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -86,7 +85,7 @@ class RecallIngress:
         self.connections: set[RecallConnection] = set()
         self.closing = False
         self._keepalive: asyncio.Task[None] | None = None
-        self._backpressured: set[asyncio.Task[None]] = set()
+        self._draining: set[asyncio.Task[None]] = set()
         # Label children bound once: the per-frame path must not look them up.
         self.frames = metrics.frames_received.labels(SOURCE)
         self.bytes = metrics.bytes_received.labels(SOURCE)
@@ -112,17 +111,17 @@ class RecallIngress:
         self.closing = True
 
     async def aclose(self, timeout: float = 5.0) -> None:
-        """Stop pinging; wait for connections still handing events to a full queue."""
+        """Stop pinging; wait for draining connections to close once their events are published."""
         self.begin_shutdown()
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
-        if self._backpressured:
-            await asyncio.wait(self._backpressured, timeout=timeout)
+        if self._draining:
+            await asyncio.wait(self._draining, timeout=timeout)
 
     def track(self, task: asyncio.Task[None]) -> None:
-        self._backpressured.add(task)
-        task.add_done_callback(self._backpressured.discard)
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     # --- handshake -----------------------------------------------------------------------------
 
@@ -162,8 +161,8 @@ class RecallConnection(asyncio.Protocol):
 
     __slots__ = (
         "_ingress", "_uvicorn_connections", "_transport", "_ws", "_parser", "_client", "_open",
-        "_last_seen", "_ping_sent_at", "_fragments", "_text", "_backlog", "_rejected", "_close_code",
-        "_drain_deadline", "_drain_timer",
+        "_last_seen", "_ping_sent_at", "_fragments", "_text", "_paused", "_rejected", "_close_code",
+        "_drain_deadline", "_drain_timer", "_frames", "_bytes",
     )  # fmt: skip
 
     def __init__(self, ingress: RecallIngress, uvicorn_connections: set[Any]) -> None:
@@ -178,7 +177,10 @@ class RecallConnection(asyncio.Protocol):
         self._ping_sent_at: float | None = None
         self._fragments: list[bytes] | None = None
         self._text = False
-        self._backlog: deque[tuple[EventRecord, int]] | None = None
+        self._paused = False  # stopped reading because the publish queue is full
+        # Frames and bytes of the current read, added to the metrics once per read.
+        self._frames = 0
+        self._bytes = 0
         self._rejected = 0
         self._close_code: int | None = None
         # Set while draining at shutdown: when to give up on the bot's close reply, and the timer.
@@ -204,6 +206,11 @@ class RecallConnection(asyncio.Protocol):
                 self._frame(event)
             elif isinstance(event, Request):
                 self._handshake(event)
+        if self._frames:
+            ingress = self._ingress
+            ingress.frames.inc(self._frames)
+            ingress.bytes.inc(self._bytes)
+            self._frames = self._bytes = 0
         exc = ws.parser_exc
         if exc is not None and self._close_code is None:
             self._protocol_error(exc)
@@ -275,8 +282,6 @@ class RecallConnection(asyncio.Protocol):
         publisher = self._ingress.publisher
         try:
             async with asyncio.timeout_at(self._drain_deadline):
-                while self._backlog is not None:  # events still waiting for room in the queue
-                    await asyncio.sleep(0.01)
                 await publisher.wait_done(publisher.accepted)
         except TimeoutError:
             pass
@@ -337,8 +342,8 @@ class RecallConnection(asyncio.Protocol):
     def _message(self, data: bytes, text: bool) -> None:
         ingress = self._ingress
         received_ns = time.monotonic_ns()
-        ingress.frames.inc()
-        ingress.bytes.inc(len(data))
+        self._frames += 1
+        self._bytes += len(data)
         parser = self._parser
         assert parser is not None
         try:
@@ -351,37 +356,28 @@ class RecallConnection(asyncio.Protocol):
         except FrameError as exc:
             self._reject(exc)
             return
-        if self._backlog is not None:
-            self._backlog.extend((event, received_ns) for event in events)
-            return
-        publisher = ingress.publisher
-        for i, event in enumerate(events):
-            if not publisher.try_publish(event, received_ns):
-                # The queue is full: stop reading this socket and wait for room.
-                self._backlog = deque((e, received_ns) for e in events[i:])
-                assert self._transport is not None
-                self._transport.pause_reading()
-                ingress.metrics.backpressure_pauses.labels(SOURCE).inc()
-                ingress.track(asyncio.create_task(self._drain_backlog()))
-                return
-            self._observe(event)
+        accept = ingress.publisher.accept
+        room = True
+        for event in events:
+            room = accept(event, received_ns) and room
+            if ingress.observers:
+                self._observe(event)
+        if not room and not self._paused:
+            # The queue is full: stop reading this socket (TCP slows the bot) until there is room.
+            # The rest of this read is still parsed and accepted: it is already in memory.
+            self._paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+            ingress.metrics.backpressure_pauses.labels(SOURCE).inc()
+            ingress.publisher.call_when_room(self._resume)
 
-    async def _drain_backlog(self) -> None:
-        backlog = self._backlog
-        assert backlog is not None
-        publish = self._ingress.publisher.publish
-        while backlog:
-            event, received_ns = backlog.popleft()
-            await publish(event, received_ns)
-            self._observe(event)
-        self._backlog = None
+    def _resume(self) -> None:
+        self._paused = False
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
 
     def _observe(self, record: EventRecord) -> None:
         observers = self._ingress.observers
-        if not observers:
-            return
         try:
             event = record.model()  # built only when someone looks
         except Exception:

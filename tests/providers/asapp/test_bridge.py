@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from relay.metrics import RelayMetrics
 from relay.providers.asapp.bridge import AsappBridge
@@ -81,8 +80,8 @@ def sample(metrics: RelayMetrics, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-async def publisher(redis_client: aioredis.Redis, metrics: RelayMetrics) -> AsyncIterator[EventPublisher]:
-    pub = EventPublisher(redis_client, metrics, PublisherConfig(), ChannelScheme())
+async def publisher(redis_url: str, metrics: RelayMetrics) -> AsyncIterator[EventPublisher]:
+    pub = EventPublisher(redis_url, metrics, PublisherConfig(), ChannelScheme())
     pub.start()
     yield pub
     await pub.close(timeout=5)

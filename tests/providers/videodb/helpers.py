@@ -89,7 +89,7 @@ async def running_service(settings: VideoDBSettings, redis_url: str) -> AsyncIte
     what one relay process would run."""
     metrics = RelayMetrics()
     redis = aioredis.Redis.from_url(redis_url)
-    publisher = EventPublisher(redis, metrics, PublisherConfig(), ChannelScheme())
+    publisher = EventPublisher(redis_url, metrics, PublisherConfig(), ChannelScheme())
     publisher.start()
     service = VideoDBService(settings, publisher, metrics, redis)
     try:
