@@ -18,10 +18,16 @@ import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
+from hypothesis import settings
 
 from relay.local_redis import RedisServerProcess
 from relay.metrics import RelayMetrics
 from relay.schema import EventBase, parse_event
+
+# Property tests assert behaviour, not speed: hypothesis' default 200 ms deadline per example fails
+# them at random on a loaded CI machine, which is a timed test in disguise.
+settings.register_profile("relay", deadline=None)
+settings.load_profile("relay")
 
 
 @pytest.fixture(scope="session")
