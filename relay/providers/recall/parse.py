@@ -22,11 +22,12 @@ adds types, so they pass through as :class:`~relay.schema.GenericEvent`.
 
 Speed: this is the relay's hot path (tens of audio frames per second per bot). JSON is parsed once
 by orjson; base64 is checked without decoding it (its length gives the byte count); the session
-and participants are built once per connection and reused while the bot sends the same ones; and
-events leave as :class:`~relay.schema.EventRecord` (checked fields, serialized by orjson) from
-:meth:`RecallParser.feed_records`, with no pydantic model per event. :meth:`RecallParser.feed`
-validates each into its model: the tests use it, and the property tests hold the two to the same
-JSON.
+and participants are built (and dumped to JSON fields) once per connection and reused while the bot
+sends the same ones; and events leave as :class:`~relay.schema.EventRecord` from
+:meth:`RecallParser.feed_records`: the event's JSON-ready body, built here in published order, which
+``to_json`` serializes in one orjson call, with no pydantic model per event.
+:meth:`RecallParser.feed` validates each into its model: the tests use it; the property tests hold
+the two to the same JSON, and ``test_parse_equivalence.py`` to the same bytes.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from relay.schema import (
+    SCHEMA_VERSION,
     AudioChunkEvent,
     ChatMessageEvent,
     EventBase,
@@ -74,6 +76,12 @@ _LE_U32_U32: Final = struct.Struct("<II")
 _LEGACY: Final = object()
 #: Above this many remembered participants a connection starts over (bounds memory per socket).
 _MAX_CACHED_PARTICIPANTS: Final = 1024
+
+#: A session or participant model with its JSON fields, as an event's ``session`` or ``participant``
+#: publishes them. Both repeat on every event of a connection, so they are dumped once, when the
+#: parser first meets them, and every event after that reuses the dict.
+Known = tuple[Any, "dict[str, Any] | None"]
+_NOBODY: Final[Known] = (None, None)
 
 
 class FrameError(Exception):
@@ -190,16 +198,41 @@ def _base64_len(value: Any, field: str) -> int:
 
 
 def _time(raw: Any, received: datetime, field: str) -> dict[str, Any]:
-    """A Recall ``{relative, absolute}`` timestamp (either may be missing) as EventTime fields."""
+    """A Recall ``{relative, absolute}`` timestamp (either may be missing) as an event's ``time``
+    (in published order: the fields with defaults first)."""
     if raw is None:
-        return {"received": received}
+        return {"relative": None, "absolute": None, "received": received}
     if type(raw) is not dict:
         raise FrameError("invalid_field", field)
     return {
-        "received": received,
         "relative": _opt_float(raw.get("relative"), field + ".relative"),
         "absolute": _opt_datetime(raw.get("absolute"), field + ".absolute"),
+        "received": received,
     }
+
+
+def _known(model: BaseModel) -> Known:
+    return model, model.model_dump(mode="json")
+
+
+def _event(
+    cls: type[EventBase], type_: str, session: Known, participant: Known, time: dict[str, Any], payload: dict[str, Any]
+) -> EventRecord:
+    """One Recall event: the envelope every kind shares around its ``time`` and ``payload``.
+
+    ``payload`` must hold every field of the kind's payload model, those with defaults first (the
+    order events have always been published in; ``test_parse_equivalence.py`` pins it).
+    """
+    return EventRecord(cls, session[0], participant[0], {
+        "schema_version": SCHEMA_VERSION,
+        "id": new_event_id(),
+        "source": _RECALL,
+        "type": type_,
+        "session": session[1],
+        "participant": participant[1],
+        "time": time,
+        "payload": payload,
+    })  # fmt: skip
 
 
 def _validate(cls: type[_E], fields: dict[str, Any]) -> _E:
@@ -224,34 +257,34 @@ def _word_time(raw: Any, field: str) -> tuple[float | None, datetime | None]:
     return _opt_float(raw.get("relative"), field + ".relative"), _opt_datetime(raw.get("absolute"), field + ".absolute")
 
 
-def _build_participant(raw: dict[str, Any]) -> Participant:
+def _build_participant(raw: dict[str, Any]) -> Known:
     pid = raw.get("id")
     if type(pid) is int:
         pid = str(pid)
     elif pid is not None and type(pid) is not str:
         raise FrameError("invalid_field", "participant.id")
-    return _validate(Participant, {
+    return _known(_validate(Participant, {
         "id": pid,
         "name": _opt_str(raw.get("name"), "participant.name"),
         "email": _opt_str(raw.get("email"), "participant.email"),
         "is_host": _opt_bool(raw.get("is_host"), "participant.is_host"),
         "platform": _opt_str(raw.get("platform"), "participant.platform"),
         "extra": _opt_obj(raw.get("extra_data"), "participant.extra_data"),
-    })  # fmt: skip
+    }))  # fmt: skip
 
 
-def _build_session(data: dict[str, Any]) -> SessionRef:
+def _build_session(data: dict[str, Any]) -> Known:
     recording = _obj(data.get("recording"), "data.recording")
     bot = _opt_obj(data.get("bot"), "data.bot")
     endpoint = _opt_obj(data.get("realtime_endpoint"), "data.realtime_endpoint")
-    return _validate(SessionRef, {
+    return _known(_validate(SessionRef, {
         "id": _str(recording.get("id"), "data.recording.id"),
         "bot_id": _opt_str(bot.get("id"), "data.bot.id"),
         "endpoint_id": _opt_str(endpoint.get("id"), "data.realtime_endpoint.id"),
         "metadata": _opt_obj(endpoint.get("metadata"), "data.realtime_endpoint.metadata"),
         "recording_metadata": _opt_obj(recording.get("metadata"), "data.recording.metadata"),
         "bot_metadata": _opt_obj(bot.get("metadata"), "data.bot.metadata"),
-    })  # fmt: skip
+    }))  # fmt: skip
 
 
 def _loads(frame: str | bytes | bytearray | memoryview) -> Any:
@@ -295,37 +328,19 @@ class RecallParser:
     cache of participants; memory is bounded per connection.
     """
 
-    __slots__ = ("_session", "_session_key", "_participants", "_legacy", "_legacy_samples", "_dumped")
+    __slots__ = ("_session", "_session_key", "_participants", "_legacy", "_legacy_samples")
 
     def __init__(self) -> None:
-        self._session: SessionRef | None = None
+        self._session: Known = _NOBODY  # (SessionRef, its JSON fields) of the last frame that named one
         self._session_key: tuple[Any, Any, Any] | None = None
-        self._participants: dict[Any, tuple[object, Participant]] = {}
+        self._participants: dict[Any, tuple[object, Known]] = {}  # id -> (raw object or _LEGACY, participant)
         self._legacy: tuple[bool, float] | None = None  # (separate_streams, offset) once a header came
         self._legacy_samples: dict[int | None, int] = {}  # legacy PCM bytes seen per stream, for timing
-        self._dumped: dict[int, tuple[BaseModel, dict[str, Any]]] = {}  # session/participant -> JSON fields
-
-    def _record(self, cls: type[EventBase], fields: dict[str, Any]) -> EventRecord:
-        return EventRecord(cls, fields, self._dump)
-
-    def _dump(self, model: Any) -> dict[str, Any]:
-        """JSON fields of a session or participant model, computed once per model (they repeat on
-        every event of a connection and are frozen)."""
-        hit = self._dumped.get(id(model))
-        if hit is not None and hit[0] is model:
-            return hit[1]
-        if not isinstance(model, BaseModel):
-            raise TypeError(f"{type(model).__name__} is not JSON serializable")
-        if len(self._dumped) >= 2 * _MAX_CACHED_PARTICIPANTS:
-            self._dumped.clear()
-        fields = model.model_dump(mode="json")
-        self._dumped[id(model)] = (model, fields)
-        return fields
 
     @property
     def session(self) -> SessionRef | None:
         """The session of the last frame that named one (``None`` before the first)."""
-        return self._session
+        return self._session[0]  # type: ignore[no-any-return]
 
     @property
     def legacy(self) -> bool:
@@ -391,16 +406,16 @@ class RecallParser:
         self._session, self._session_key = session, key
         return [out]
 
-    def _session_of(self, key: tuple[Any, Any, Any], data: dict[str, Any]) -> SessionRef:
+    def _session_of(self, key: tuple[Any, Any, Any], data: dict[str, Any]) -> Known:
         # Every frame of a connection repeats the same recording/bot/endpoint: compare the raw
         # dicts (cheap) and rebuild only when they change.
-        if self._session is not None and key == self._session_key:
+        if self._session[0] is not None and key == self._session_key:
             return self._session
         return _build_session(data)
 
-    def _participant(self, raw: Any, field: str = "data.data.participant") -> Participant | None:
+    def _participant(self, raw: Any, field: str = "data.data.participant") -> Known:
         if raw is None:
-            return None
+            return _NOBODY
         if type(raw) is not dict:
             raise FrameError("invalid_field", field)
         pid = raw.get("id")
@@ -414,36 +429,26 @@ class RecallParser:
             self._participants[pid] = (raw, participant)
         return participant
 
-    def _participant_event(
-        self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime
-    ) -> EventRecord:
+    def _participant_event(self, name: str, inner: dict[str, Any], session: Known, received: datetime) -> EventRecord:
         type_ = _PARTICIPANT_EVENTS[name]
-        return self._record(ParticipantEvent, {
-            "id": new_event_id(),
-            "source": _RECALL,
-            "type": type_,
-            "session": session,
-            "participant": self._participant(inner.get("participant")),
-            "time": _time(inner.get("timestamp"), received, "data.data.timestamp"),
-            "payload": {"action": type_[12:]},
-        })  # fmt: skip
+        return _event(
+            ParticipantEvent, type_, session,
+            self._participant(inner.get("participant")),
+            _time(inner.get("timestamp"), received, "data.data.timestamp"),
+            {"action": type_[12:]},
+        )  # fmt: skip
 
-    def _chat(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventRecord:
+    def _chat(self, name: str, inner: dict[str, Any], session: Known, received: datetime) -> EventRecord:
         message = _obj(inner.get("data"), "data.data.data")
-        return self._record(ChatMessageEvent, {
-            "id": new_event_id(),
-            "source": _RECALL,
-            "type": "chat.message",
-            "session": session,
-            "participant": self._participant(inner.get("participant")),
-            "time": _time(inner.get("timestamp"), received, "data.data.timestamp"),
-            "payload": {
-                "text": _str(message.get("text"), "data.data.data.text"),
-                "to": _opt_str(message.get("to"), "data.data.data.to"),
-            },
-        })  # fmt: skip
+        participant = self._participant(inner.get("participant"))
+        time = _time(inner.get("timestamp"), received, "data.data.timestamp")
+        text = _str(message.get("text"), "data.data.data.text")
+        return _event(
+            ChatMessageEvent, "chat.message", session, participant, time,
+            {"to": _opt_str(message.get("to"), "data.data.data.to"), "text": text},
+        )  # fmt: skip
 
-    def _transcript(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventRecord:
+    def _transcript(self, name: str, inner: dict[str, Any], session: Known, received: datetime) -> EventRecord:
         raw_words = inner.get("words")
         if type(raw_words) is not list:
             raise FrameError("missing_field" if raw_words is None else "invalid_field", "data.data.words")
@@ -472,94 +477,71 @@ class RecallParser:
             texts.append(text)
         start = words[0]["start"] if words else None
         is_final = name == "transcript.data"
-        return self._record(TranscriptEvent, {
-            "id": new_event_id(),
-            "source": _RECALL,
-            "type": "transcript.final" if is_final else "transcript.partial",
-            "session": session,
-            "participant": self._participant(inner.get("participant")),
-            "time": {"received": received, "relative": start, "absolute": first_abs},
-            "payload": {
-                "text": " ".join(texts),
-                "is_final": is_final,
+        return _event(
+            TranscriptEvent, "transcript.final" if is_final else "transcript.partial", session,
+            self._participant(inner.get("participant")),
+            {"relative": start, "absolute": first_abs, "received": received},
+            {
                 "words": words,
                 "start": start,
                 "end": words[-1]["end"] if words else None,
                 "language": _opt_str(inner.get("language"), "data.data.language"),
+                "start_time": None,
+                "end_time": None,
+                "text": " ".join(texts),
+                "is_final": is_final,
             },
-        })  # fmt: skip
+        )  # fmt: skip
 
-    def _audio(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventRecord:
+    def _audio(self, name: str, inner: dict[str, Any], session: Known, received: datetime) -> EventRecord:
         buffer = inner.get("buffer")
         size = _base64_len(buffer, "data.data.buffer")
         separate = name == "audio_separate_raw.data"
-        return self._record(AudioChunkEvent, {
-            "id": new_event_id(),
-            "source": _RECALL,
-            "type": "audio.chunk",
-            "session": session,
-            "participant": self._participant(inner.get("participant")) if separate else None,
-            "time": _time(inner.get("timestamp"), received, "data.data.timestamp"),
-            "payload": {
-                "mix": "separate" if separate else "mixed",
-                "audio": buffer,
-                "bytes": size,
-                "duration_ms": size / PCM_BYTES_PER_MS,
-            },
-        })  # fmt: skip
+        return _event(
+            AudioChunkEvent, "audio.chunk", session,
+            self._participant(inner.get("participant")) if separate else _NOBODY,
+            _time(inner.get("timestamp"), received, "data.data.timestamp"),
+            _audio_payload(separate, buffer, size),
+        )  # fmt: skip
 
-    def _video(self, name: str, inner: dict[str, Any], session: SessionRef, received: datetime) -> EventRecord:
+    def _video(self, name: str, inner: dict[str, Any], session: Known, received: datetime) -> EventRecord:
         buffer = inner.get("buffer")
         size = _base64_len(buffer, "data.data.buffer")
-        return self._record(VideoFrameEvent, {
-            "id": new_event_id(),
-            "source": _RECALL,
-            "type": "video.frame",
-            "session": session,
-            "participant": self._participant(inner.get("participant")),
-            "time": _time(inner.get("timestamp"), received, "data.data.timestamp"),
-            "payload": {
-                "codec": "png" if name == "video_separate_png.data" else "h264",
+        return _event(
+            VideoFrameEvent, "video.frame", session,
+            self._participant(inner.get("participant")),
+            _time(inner.get("timestamp"), received, "data.data.timestamp"),
+            {
                 "stream": _opt_str(inner.get("type"), "data.data.type"),
+                "codec": "png" if name == "video_separate_png.data" else "h264",
                 "image": buffer,
                 "bytes": size,
             },
-        })  # fmt: skip
+        )  # fmt: skip
 
-    def _provider_data(self, name: str, inner: Any, session: SessionRef, received: datetime) -> EventRecord:
-        return self._record(ProviderDataEvent, {
-            "id": new_event_id(),
-            "source": _RECALL,
-            "type": "transcript.provider_data",
-            "session": session,
-            "time": {"received": received},
-            "payload": {"data": inner},
-        })  # fmt: skip
+    def _provider_data(self, name: str, inner: Any, session: Known, received: datetime) -> EventRecord:
+        return _event(
+            ProviderDataEvent, "transcript.provider_data", session, _NOBODY,
+            {"relative": None, "absolute": None, "received": received},
+            {"data": inner},
+        )  # fmt: skip
 
-    def _generic(self, name: str, inner: Any, session: SessionRef, received: datetime) -> EventRecord:
+    def _generic(self, name: str, inner: Any, session: Known, received: datetime) -> EventRecord:
         # Unknown type: pass `data.data` through untouched. Participant and time are taken when
         # they have the documented shape and ignored otherwise: an unknown event must not fail on
         # fields whose meaning we cannot know.
-        participant: Participant | None = None
-        time: dict[str, Any] = {"received": received}
+        participant = _NOBODY
+        time: dict[str, Any] = {"relative": None, "absolute": None, "received": received}
         if type(inner) is dict:
             try:
                 participant = self._participant(inner.get("participant"))
             except FrameError:
-                participant = None
+                pass
             try:
                 time = _time(inner.get("timestamp"), received, "data.data.timestamp")
             except FrameError:
                 pass
-        return self._record(GenericEvent, {
-            "id": new_event_id(),
-            "source": _RECALL,
-            "type": "generic",
-            "session": session,
-            "participant": participant,
-            "time": time,
-            "payload": {"provider_type": name, "data": inner},
-        })  # fmt: skip
+        return _event(GenericEvent, "generic", session, participant, time, {"data": inner, "provider_type": name})
 
     _HANDLERS: ClassVar[dict[str, Any]] = {
         **dict.fromkeys(_PARTICIPANT_EVENTS, _participant_event),
@@ -585,10 +567,10 @@ class RecallParser:
         if type(separate) is not bool:
             raise FrameError("invalid_field", "separate_streams")
         offset = _opt_float(obj.get("offset"), "offset") or 0.0
-        session = _validate(SessionRef, {
+        session = _known(_validate(SessionRef, {
             "id": _str(obj.get("recording_id"), "recording_id"),
             "bot_id": _str(obj.get("bot_id"), "bot_id"),
-        })  # fmt: skip
+        }))  # fmt: skip
         self._session, self._session_key = session, None
         self._legacy = (separate, offset)
         self._legacy_samples = {}
@@ -610,20 +592,20 @@ class RecallParser:
             return [self._legacy_video(frame, received)]
         return [self._legacy_audio(frame, received)]
 
-    def _legacy_participant(self, pid: int) -> Participant:
+    def _legacy_participant(self, pid: int) -> Known:
         cached = self._participants.get(pid)
         if cached is not None and cached[0] is _LEGACY:
             return cached[1]
-        participant = Participant(id=str(pid))
+        participant = _known(Participant(id=str(pid)))
         if len(self._participants) >= _MAX_CACHED_PARTICIPANTS:
             self._participants.clear()
         self._participants[pid] = (_LEGACY, participant)
         return participant
 
     def _legacy_audio(self, frame: bytes | bytearray | memoryview, received: datetime) -> EventRecord:
-        assert self._legacy is not None and self._session is not None
+        assert self._legacy is not None and self._session[0] is not None
         separate, offset = self._legacy
-        participant: Participant | None = None
+        participant = _NOBODY
         pid: int | None = None
         pcm = memoryview(frame)
         if separate:
@@ -637,34 +619,33 @@ class RecallParser:
         size = len(pcm)
         seen = self._legacy_samples.get(pid, 0)
         self._legacy_samples[pid] = seen + size
-        return self._record(AudioChunkEvent, {
-            "id": new_event_id(),
-            "source": _RECALL,
-            "type": "audio.chunk",
-            "session": self._session,
-            "participant": participant,
-            "time": {"received": received, "relative": offset + seen / (PCM_BYTES_PER_MS * 1000)},
-            "payload": {
-                "mix": "separate" if separate else "mixed",
-                "audio": _b64(pcm),
-                "bytes": size,
-                "duration_ms": size / PCM_BYTES_PER_MS,
-            },
-        })  # fmt: skip
+        return _event(
+            AudioChunkEvent, "audio.chunk", self._session, participant,
+            {"relative": offset + seen / (PCM_BYTES_PER_MS * 1000), "absolute": None, "received": received},
+            _audio_payload(separate, _b64(pcm), size),
+        )  # fmt: skip
 
     def _legacy_video(self, frame: bytes | bytearray | memoryview, received: datetime) -> EventRecord:
-        assert self._session is not None
+        assert self._session[0] is not None
         pid, ms = _LE_U32_U32.unpack_from(frame)
         image = memoryview(frame)[8:]
-        return self._record(VideoFrameEvent, {
-            "id": new_event_id(),
-            "source": _RECALL,
-            "type": "video.frame",
-            "session": self._session,
-            "participant": self._legacy_participant(pid),
-            "time": {"received": received, "relative": ms / 1000},
-            "payload": {"codec": "png", "image": _b64(image), "bytes": len(image)},
-        })  # fmt: skip
+        return _event(
+            VideoFrameEvent, "video.frame", self._session, self._legacy_participant(pid),
+            {"relative": ms / 1000, "absolute": None, "received": received},
+            {"stream": None, "codec": "png", "image": _b64(image), "bytes": len(image)},
+        )  # fmt: skip
+
+
+def _audio_payload(separate: bool, audio: str, size: int) -> dict[str, Any]:
+    return {
+        "encoding": "pcm_s16le",
+        "sample_rate": 16000,
+        "channels": 1,
+        "mix": "separate" if separate else "mixed",
+        "audio": audio,
+        "bytes": size,
+        "duration_ms": size / PCM_BYTES_PER_MS,
+    }
 
 
 def _b64(data: memoryview) -> str:

@@ -15,6 +15,7 @@ participants and sessions through one parser (its caches), and so on.
 from __future__ import annotations
 
 import base64
+import struct
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from relay.providers.recall.parse import RecallParser
+from relay.providers.recall.parse import PNG_MAGIC, RecallParser
 from relay.schema import EventBase
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -191,6 +192,31 @@ def test_published_bytes_of_valid_frames(frame_list: list[str], as_binary: bool)
         parser = RecallParser()
         for frame in frame_list:
             [record] = parser.feed_records(frame.encode() if as_binary else frame, RECEIVED)
+            assert record.to_json() == expected_json(record.model())
+    finally:
+        parse.new_event_id = original  # type: ignore[assignment]
+
+
+@SETTINGS
+@given(
+    st.booleans(), st.floats(0, 1e5) | st.integers(0, 10**5),
+    st.lists(st.tuples(st.integers(0, 2**32 - 1), st.binary(max_size=64), st.booleans()), min_size=1, max_size=6),
+)
+def test_published_bytes_of_legacy_frames(separate: bool, offset: float, media: list[tuple[int, bytes, bool]]) -> None:
+    import relay.providers.recall.parse as parse
+
+    original = parse.new_event_id
+    parse.new_event_id = lambda: EVENT_ID  # type: ignore[assignment]
+    try:
+        parser = RecallParser()
+        header = {"protocol_version": 1, "bot_id": "bot", "recording_id": "rec", "separate_streams": separate, "offset": offset}
+        assert parser.feed_records(orjson.dumps(header).decode(), RECEIVED) == []
+        for pid, data, video in media:
+            if video:
+                frame = struct.pack("<II", pid, len(data)) + PNG_MAGIC + data
+            else:
+                frame = (struct.pack("<I", pid) if separate else b"") + b"\x00\x01" + data
+            [record] = parser.feed_records(frame, RECEIVED)
             assert record.to_json() == expected_json(record.model())
     finally:
         parse.new_event_id = original  # type: ignore[assignment]
