@@ -287,6 +287,58 @@ def _build_session(data: dict[str, Any]) -> Known:
     }))  # fmt: skip
 
 
+def _plain_words(raw_words: list[Any]) -> tuple[list[dict[str, Any]], list[str]] | None:
+    """A transcript's words and their texts, if every word has the common shape; else ``None``.
+
+    The hottest loop of the parser (a transcript has tens of words). The common shape, the one
+    Recall documents, is ``{"text": str, "start_timestamp": {"relative": float}, "end_timestamp":
+    {"relative": float} | null}``; subscripts (cheaper than ``.get``) read it, and anything else (a
+    missing key, a wrong type, an ``absolute`` time or any other extra key, an integer time) gives
+    ``None`` rather than an error, so :func:`_checked_words` decides every error exactly as before.
+    """
+    words: list[dict[str, Any]] = []
+    texts: list[str] = []
+    try:
+        for raw in raw_words:
+            text = raw["text"]  # TypeError when raw is not a dict
+            st = raw["start_timestamp"]
+            start = st["relative"]  # TypeError when st is null or not a dict
+            et = raw["end_timestamp"]
+            if et is None:
+                end = None
+            elif type(end := et["relative"]) is not float or len(et) != 1:
+                return None
+            if type(text) is not str or type(start) is not float or len(st) != 1:
+                return None
+            words.append({"text": text, "start": start, "end": end})
+            texts.append(text)
+    except (KeyError, TypeError):
+        return None
+    return words, texts
+
+
+def _checked_words(raw_words: list[Any]) -> tuple[list[dict[str, Any]], list[str], datetime | None]:
+    """A transcript's words, their texts and the first word's absolute time, every field checked.
+
+    The general path, for words :func:`_plain_words` does not take: it raises the
+    :class:`FrameError` of the first bad field (word by word: text, start, end).
+    """
+    words: list[dict[str, Any]] = []
+    texts: list[str] = []
+    first_abs: datetime | None = None
+    for raw in raw_words:
+        if type(raw) is not dict:
+            raise FrameError("invalid_field", "data.data.words[]")
+        text = _str(raw.get("text"), "data.data.words[].text")
+        start, start_abs = _word_time(raw.get("start_timestamp"), "data.data.words[].start_timestamp")
+        end, _ = _word_time(raw.get("end_timestamp"), "data.data.words[].end_timestamp")
+        if not words:
+            first_abs = start_abs
+        words.append({"text": text, "start": start, "end": end})
+        texts.append(text)
+    return words, texts, first_abs
+
+
 def _loads(frame: str | bytes | bytearray | memoryview) -> Any:
     try:
         return orjson.loads(frame)
@@ -452,29 +504,12 @@ class RecallParser:
         raw_words = inner.get("words")
         if type(raw_words) is not list:
             raise FrameError("missing_field" if raw_words is None else "invalid_field", "data.data.words")
-        words: list[dict[str, Any]] = []
-        texts: list[str] = []
         first_abs: datetime | None = None
-        for raw in raw_words:
-            # The hottest loop of the parser (a transcript has tens of words): the common shape
-            # ({"relative": float}) is read inline; anything else takes the general, checking path.
-            if type(raw) is not dict:
-                raise FrameError("invalid_field", "data.data.words[]")
-            text = raw.get("text")
-            if type(text) is not str:
-                _str(text, "data.data.words[].text")
-            st = raw.get("start_timestamp")
-            if not words:
-                start, first_abs = _word_time(st, "data.data.words[].start_timestamp")
-            elif type(st) is dict and type(start := st.get("relative")) is float and "absolute" not in st:
-                pass
-            else:
-                start, _ = _word_time(st, "data.data.words[].start_timestamp")
-            et = raw.get("end_timestamp")
-            if not (type(et) is dict and type(end := et.get("relative")) is float and "absolute" not in et):
-                end, _ = _word_time(et, "data.data.words[].end_timestamp")
-            words.append({"text": text, "start": start, "end": end})
-            texts.append(text)
+        plain = _plain_words(raw_words)
+        if plain is not None:
+            words, texts = plain
+        else:
+            words, texts, first_abs = _checked_words(raw_words)
         start = words[0]["start"] if words else None
         is_final = name == "transcript.data"
         return _event(

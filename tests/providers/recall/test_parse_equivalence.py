@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from relay.providers.recall.parse import PNG_MAGIC, RecallParser
+from relay.providers.recall.parse import PNG_MAGIC, FrameError, RecallParser, _checked_words, _plain_words
 from relay.schema import EventBase
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -195,6 +195,34 @@ def test_published_bytes_of_valid_frames(frame_list: list[str], as_binary: bool)
             assert record.to_json() == expected_json(record.model())
     finally:
         parse.new_event_id = original  # type: ignore[assignment]
+
+
+plain_words = st.builds(
+    lambda text, start, end: {"text": text, "start_timestamp": {"relative": start},
+                              "end_timestamp": None if end is None else {"relative": end}},
+    texts, st.floats(0, 1e4), st.none() | st.floats(0, 1e4),
+)  # fmt: skip
+
+
+@SETTINGS
+@given(st.lists(plain_words, max_size=8))
+def test_plain_words_take_the_fast_path(raw_words: list[Any]) -> None:
+    assert _plain_words(raw_words) is not None
+
+
+@SETTINGS
+@given(st.lists(plain_words | words() | json_values, max_size=8))
+def test_plain_words_fast_path_agrees_with_the_checked_path(raw_words: list[Any]) -> None:
+    """Whatever the fast path accepts, the checked path gives the same words (and no absolute time);
+    a list the checked path refuses, the fast path declines (so the error is the checked path's)."""
+    plain = _plain_words(raw_words)
+    try:
+        checked = _checked_words(raw_words)
+    except FrameError:
+        assert plain is None
+        return
+    if plain is not None:
+        assert checked == (*plain, None)
 
 
 @SETTINGS
