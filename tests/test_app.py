@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import logging
 import os
@@ -237,3 +238,10 @@ async def test_connections_that_send_no_handshake_are_closed(start_relay) -> Non
     trickle.close()
     async with await open_bot(relay.recall_url()) as bot:  # a prompt client is unaffected
         await bot.send(transcript("still fine"))
+
+
+async def test_startup_objects_are_frozen_out_of_the_cyclic_gc(start_relay) -> None:
+    gc.unfreeze()
+    await start_relay()
+    # Full collections then scan only what connections create (relay/app.py, lifespan).
+    assert gc.get_freeze_count() > 10_000
