@@ -428,7 +428,7 @@ class RecallParser:
         """Like :meth:`feed`, but the events stay :class:`~relay.schema.EventRecord`: the hot path.
 
         Every field is checked here by hand; the records serialize to the JSON their models would
-        (``tests/test_schema.py``), without a pydantic model per event.
+        (``tests/providers/recall/test_parse_equivalence.py``), without a pydantic model per event.
         """
         received = received_at if received_at is not None else datetime.now(_UTC)
         try:
