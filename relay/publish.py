@@ -45,8 +45,8 @@ log = logging.getLogger("relay.publish")
 
 #: Characters that would break channel parsing or act as glob syntax in PSUBSCRIBE patterns.
 _CHANNEL_UNSAFE: Final = str.maketrans({c: "_" for c in ":*?[]\\ \t\r\n"})
-#: Packed channel heads cached per (source, session, type); cleared when full (sessions come and go).
-_MAX_CACHED_HEADS: Final = 4096
+#: Routes (channel, labels) cached per (source, session, type); cleared when full (sessions come and go).
+_MAX_CACHED_ROUTES: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +81,12 @@ class ChannelScheme:
 class _Outgoing:
     """One accepted event: its packed ``PUBLISH`` head and body, and what its metrics need."""
 
-    __slots__ = ("head", "body", "source", "type", "media", "received_ns")
+    __slots__ = ("head", "body", "label", "media", "received_ns")
 
-    def __init__(self, head: bytes, body: bytes, source: str, type: str, media: bool, received_ns: int) -> None:
+    def __init__(self, head: bytes, body: bytes, label: tuple[str, str], media: bool, received_ns: int) -> None:
         self.head = head
         self.body = body
-        self.source = source
-        self.type = type  # metric label: the event type, or "generic" for types the schema does not model
+        self.label = label  # metric labels: (source, event type or "generic" for types the schema does not model)
         self.media = media
         self.received_ns = received_ns
 
@@ -128,7 +127,7 @@ class EventPublisher:
         self._accepted = 0
         self._published = 0
         self._dropped = 0
-        self._heads: dict[tuple[object, str, str], bytes] = {}
+        self._routes: dict[tuple[object, str, str], tuple[bytes, tuple[str, str], bool]] = {}
         # Counted per event in plain ints, added to Prometheus per flush (see the module docstring).
         self._received_counts: dict[tuple[str, str], int] = {}
         self._received_children: dict[tuple[str, str], Any] = {}
@@ -149,25 +148,18 @@ class EventPublisher:
         On False the event *is* accepted, but the caller should stop producing (stop reading its
         socket) and register with :meth:`call_when_room` to be told when to go on.
         """
-        source = event.source.value
-        key = (source, event.session.id, event.type)
-        head = self._heads.get(key)
-        if head is None:
-            if len(self._heads) >= _MAX_CACHED_HEADS:
-                self._heads.clear()
-            head = self._heads[key] = publish_head(self.channels.channel(event))
-        media = event.is_media
-        type_label = event.metric_type
+        key = (event.source, event.session.id, event.type)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._route(event, key)
+        head, label, media = route
         body = event.to_json()
-        self._pending.append(
-            _Outgoing(head, body, source, type_label, media, time.monotonic_ns() if received_ns is None else received_ns)
-        )
+        self._pending.append(_Outgoing(head, body, label, media, time.monotonic_ns() if received_ns is None else received_ns))
         self._held_bytes += len(body)
         if media:
             self._held_media += 1
         self._accepted += 1
         counts = self._received_counts
-        label = (source, type_label)
         counts[label] = counts.get(label, 0) + 1
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
@@ -175,6 +167,17 @@ class EventPublisher:
         if self._held_bytes > self._config.outage_buffer_bytes:
             self._shed()
         return not (self._redis_ok and len(self._pending) >= self._config.queue_max_events)
+
+    def _route(self, event: EventBase | EventRecord, key: tuple[object, str, str]) -> tuple[bytes, tuple[str, str], bool]:
+        """What every event of one (source, session, type) shares: its packed channel, metric labels, kind."""
+        if len(self._routes) >= _MAX_CACHED_ROUTES:
+            self._routes.clear()
+        route = self._routes[key] = (
+            publish_head(self.channels.channel(event)),
+            (event.source.value, event.metric_type),
+            event.is_media,
+        )
+        return route
 
     def call_when_room(self, resume: Callable[[], None]) -> None:
         """Call ``resume`` once the queue is half empty, or Redis is down (producers then flow on)."""
@@ -290,7 +293,7 @@ class EventPublisher:
         for item in batch:
             size += len(item.body)
             media += item.media
-            label = (item.source, item.type)
+            label = item.label
             counts[label] = counts.get(label, 0) + 1
         self._held_bytes -= size
         self._held_media -= media
@@ -424,6 +427,6 @@ class EventPublisher:
 
     def _count_drop(self, item: _Outgoing, reason: str) -> None:
         self._dropped += 1
-        self._metrics.events_dropped.labels(item.source, reason).inc()
+        self._metrics.events_dropped.labels(item.label[0], reason).inc()
         if self._done_waiters:
             self._wake_done_waiters()

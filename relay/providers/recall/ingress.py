@@ -51,6 +51,7 @@ log = logging.getLogger("relay.recall")
 
 SOURCE = "recall"
 _UTC = timezone.utc
+_DATA_OPCODES = frozenset((Opcode.TEXT, Opcode.BINARY, Opcode.CONT))
 
 
 class RecallIngress:
@@ -201,10 +202,16 @@ class RecallConnection(asyncio.Protocol):
         ws = self._ws
         ws.receive_data(data)
         self._last_seen = time.monotonic()
+        # Data frames make ServerProtocol send nothing; anything else (a handshake, a ping, a close,
+        # an error) may have queued output. Most reads carry only data frames: skip the flush.
+        output = self._drain_timer is not None
         for event in ws.events_received():
             if type(event) is Frame:
+                if event.opcode not in _DATA_OPCODES:
+                    output = True
                 self._frame(event)
             elif isinstance(event, Request):
+                output = True
                 self._handshake(event)
         if self._frames:
             ingress = self._ingress
@@ -212,9 +219,12 @@ class RecallConnection(asyncio.Protocol):
             ingress.bytes.inc(self._bytes)
             self._frames = self._bytes = 0
         exc = ws.parser_exc
-        if exc is not None and self._close_code is None:
-            self._protocol_error(exc)
-        self._flush()
+        if exc is not None:
+            output = True
+            if self._close_code is None:
+                self._protocol_error(exc)
+        if output:
+            self._flush()
 
     def eof_received(self) -> bool | None:
         self._ws.receive_eof()
