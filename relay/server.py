@@ -76,6 +76,13 @@ class RelayHttpProtocol(HttpToolsProtocol):
         self._cancel_head_deadline()
         super().on_headers_complete()
 
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        # The socket now belongs to the WebSocket protocol. Drop the parser, whose callbacks point
+        # back here: that cycle would keep this object and the transport alive until the cyclic
+        # GC runs, ~30 objects per connection for it to find (see relay/app.py on the GC).
+        self.parser = None  # type: ignore[assignment]
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_deadline()
         super().connection_lost(exc)

@@ -7,6 +7,7 @@ asserts on what a Redis subscriber receives, on close codes and on the relay's m
 from __future__ import annotations
 
 import asyncio
+import gc
 import base64
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.server import ServerProtocol
 
 from relay.providers.recall.auth import sign
 from tests.conftest import RECALL_TOKEN
@@ -234,3 +236,34 @@ async def test_a_full_queue_stops_reading_the_socket_and_loses_nothing(start_rel
     got = await events.wait_for(50)
     assert [e.payload.text for e in got] == [f"n{n}" for n in range(50)]
     assert relay.metric("relay_backpressure_pauses_total", source="recall") >= 1
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["closed", "cut"])
+async def test_a_finished_connection_leaves_no_cyclic_garbage(start_relay, collect, cut: bool) -> None:
+    """Closed or cut, a bot's connection is freed by refcounting: nothing for the cyclic GC."""
+    from relay.providers.recall.ingress import RecallConnection
+    from relay.server import RelayHttpProtocol
+
+    relay = await start_relay()
+    events = collect("relay:events:recall:*")
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # from the handshake on: uvicorn's HTTP protocol is done with there
+    try:
+        bots = [await open_bot(relay.recall_url()) for _ in range(5)]
+        for bot in bots:
+            await bot.send(transcript("hello there"))
+        await events.wait_for(5)
+        for bot in bots:
+            if cut:
+                bot.transport.abort()
+            else:
+                await bot.close()
+        while relay.app.state.relay.ingress.open_connections:
+            await asyncio.sleep(0.01)
+        gc.collect()
+        kinds = (RecallConnection, RelayHttpProtocol, ServerProtocol)
+        left = [type(o).__name__ for o in gc.garbage if isinstance(o, kinds)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == []
