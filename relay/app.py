@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from relay.gc_policy import GcFreezer
 from relay.metrics import CONTENT_TYPE_LATEST, RelayMetrics
 from relay.observe import RecallObserver
 from relay.providers.asapp.bridge import AsappBridge
@@ -130,6 +130,7 @@ def create_app(settings: Settings) -> Starlette:
         drain_timeout_s=settings.server.shutdown_grace_s * 0.4,
     )
     relay = Relay(settings, metrics, redis, publisher, ingress, components)
+    freezer = GcFreezer()
 
     routes: list[BaseRoute] = [
         Route("/metrics", _metrics, methods=["GET"]),
@@ -144,16 +145,15 @@ def create_app(settings: Settings) -> Starlette:
         ingress.start()
         for component in components:
             await component.start()
-        # What exists now (modules, pydantic schemas, the app) lives as long as the process. A full
-        # collection of the cyclic GC stops the event loop for a time that grows with the heap
-        # (60-90 ms with ~2,000 bots connected, bench/NOTES.md): freezing moves these objects out
-        # of its reach, so it scans only what connections create. Refcounting still frees them.
-        gc.collect()
-        gc.freeze()
+        # Full GC passes stop the loop for a time that grows with the heap: keep startup objects and
+        # connection state out of them (relay/gc_policy.py).
+        freezer.freeze_startup()
+        freezing = asyncio.create_task(freezer.run(), name="relay-gc-freezer")
         log.info("relay ready: Recall endpoint at %s, publishing to Redis", path)
         try:
             yield
         finally:
+            freezing.cancel()
             relay.begin_shutdown()
             assert relay.shutdown_started is not None
             deadline = relay.shutdown_started + settings.server.shutdown_grace_s
