@@ -3,13 +3,14 @@
 Publishing is decoupled from the sockets that produce events::
 
     producers ──accept()/publish()──▶ pending ──PUBLISH batches──▶ RedisPublishLink ──▶ Redis
-                                         │                        (≤ 2 batches in flight)
+                                         │                        (≤ 4 batches in flight)
                                          └─ while Redis is down: held in order, bounded by bytes
 
 * **No task per event.** Accepting an event appends it to ``pending`` and, at most once per event
-  loop iteration, schedules a flush, so every event accepted in one iteration goes out in one
-  write over one dedicated connection (:class:`~relay.redis_link.RedisPublishLink`: commands
-  packed here, replies counted in C). The link's completion callback flushes the next batch.
+  loop iteration, schedules a flush, so the events accepted in one iteration go out in one write
+  over one dedicated connection (:class:`~relay.redis_link.RedisPublishLink`: commands packed
+  here, replies counted in C); a long iteration sends every ``early_flush_events`` instead of
+  holding them to its end. The link's completion callback sends the next batch.
 * **Backpressure.** At ``queue_max_events`` unsent events, :meth:`EventPublisher.accept` tells its
   caller to stop producing (a Recall connection stops reading its socket, so TCP slows the bot)
   and :meth:`EventPublisher.call_when_room` resumes it once the queue is half empty;
@@ -95,7 +96,9 @@ class _Outgoing:
 class PublisherConfig:
     queue_max_events: int = 10_000
     batch_max_events: int = 500
-    batches_in_flight: int = 2
+    batches_in_flight: int = 4
+    #: Pending events that are sent at once rather than at the end of the loop iteration.
+    early_flush_events: int = 64
     outage_buffer_bytes: int = 256 * 1024 * 1024
     #: A batch unanswered this long fails the link (Redis stalled); it is then re-sent.
     timeout_s: float = 5.0
@@ -164,6 +167,10 @@ class EventPublisher:
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
+        elif len(self._pending) >= self._config.early_flush_events and self._link is not None:
+            # A long loop iteration (thousands of sockets ready at once) need not hold what it has
+            # read until it ends: Redis and the subscribers work meanwhile, on another core.
+            self._send()
         if self._held_bytes > self._config.outage_buffer_bytes:
             self._shed()
         return not (self._redis_ok and len(self._pending) >= self._config.queue_max_events)
@@ -262,9 +269,13 @@ class EventPublisher:
     # --- sending -------------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Send what is pending, in batches, while the link has room for another batch in flight."""
+        """Once per loop iteration with new events: fold the counts into Prometheus, send."""
         self._flush_scheduled = False
         self._flush_counts()
+        self._send()
+
+    def _send(self) -> None:
+        """Send what is pending, in batches, while the link has room for another batch in flight."""
         link = self._link
         if link is None:
             return
@@ -310,7 +321,7 @@ class EventPublisher:
         if self._done_waiters:
             self._wake_done_waiters()
         if self._pending and not self._flush_scheduled:
-            self._flush()
+            self._send()
 
     def _flush_counts(self) -> None:
         counts = self._received_counts
