@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import BaseModel, SecretStr
 
-from relay.settings import DEFAULT_REDIS_URL, RedisURL, Settings, SettingsError, load_settings
+from relay.settings import DEFAULT_REDIS_URL, RedisURL, SettingsError, load_settings
 
 log = logging.getLogger("relay")
 

@@ -15,7 +15,6 @@ import sys
 import threading
 from pathlib import Path
 
-import orjson
 import pytest
 import trustme
 from websockets.asyncio.client import connect
@@ -170,7 +169,7 @@ async def _stream_until_sigterm(proc: subprocess.Popen[str], port: int, redis_ur
     code = bot.close_code or 0
     received = 0
     await asyncio.to_thread(proc.wait, 15)
-    while (message := pubsub.get_message(timeout=0.5)) is not None:
+    while pubsub.get_message(timeout=0.5) is not None:
         received += 1
     pubsub.close()
     client.close()

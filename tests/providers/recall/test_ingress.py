@@ -13,7 +13,6 @@ import base64
 import httpx
 import orjson
 import pytest
-import websockets
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.server import ServerProtocol
