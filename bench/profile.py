@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="per bot; 0 = flood")
     parser.add_argument("--sample-rate", type=int, default=200)
     parser.add_argument("--relay-src", type=Path)
-    parser.add_argument("--save-as", default="profile", help="result name: bench/results/<name>.json (the report shows profile and profile-audio)")
+    parser.add_argument("--save-as", default="profile", help="result name: bench/results/<name>.json (the report shows profile, profile-audio and profile-capacity)")
     args = parser.parse_args(argv)
     spy_bin = shutil.which("py-spy")
     if spy_bin is None:

@@ -163,7 +163,7 @@ def render(results: dict[str, dict[str, Any] | None]) -> str:
     ]
     if NOTES.is_file():
         lines += [NOTES.read_text().rstrip(), ""]
-    for profile in filter(None, (_load("profile"), _load("profile-audio"))):
+    for profile in filter(None, (_load("profile"), _load("profile-audio"), _load("profile-capacity"))):
         p = profile["params"]
         load = "flood" if not p["rate"] else f"{p['rate']:g}/s per bot"
         lines += [f"## Profile (py-spy, relay under {p['kind']} load, {load})", "",
