@@ -80,7 +80,7 @@ class RelayHttpProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
         # The socket now belongs to the WebSocket protocol. Drop the parser, whose callbacks point
         # back here: that cycle would keep this object and the transport alive until the cyclic
-        # GC runs, ~30 objects per connection for it to find (see relay/app.py on the GC).
+        # GC runs, ~30 objects per connection for it to find (relay/gc_policy.py).
         self.parser = None  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:

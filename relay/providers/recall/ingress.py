@@ -234,7 +234,7 @@ class RecallConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._uvicorn_connections.discard(self)
         # Frees the connection by refcounting alone, not by the cyclic GC, whose full collections
-        # stop the loop (relay/app.py): end websockets' parser coroutine (idempotent), and drop the
+        # stop the loop (relay/gc_policy.py): end websockets' parser coroutine (idempotent), and drop the
         # traceback of the EOFError it keeps when the socket was cut mid-read, which refers back
         # to the protocol through the coroutine's frame.
         self._ws.receive_eof()
