@@ -74,6 +74,21 @@ async def test_publishes_in_order_on_text_and_media_channels(redis_url, collect,
     await publisher.close(timeout=5)
 
 
+async def test_a_long_loop_iteration_sends_as_it_goes(redis_url, collect, metrics) -> None:
+    """Events accepted in one loop iteration leave every ``early_flush_events``, not at its end."""
+    text = collect("relay:events:*")
+    publisher = make_publisher(redis_url, metrics, early_flush_events=50, batches_in_flight=8)
+    publisher.start()
+    await publisher.publish(transcript(0))
+    await text.wait_for(1)  # the link is up
+    for n in range(1, 201):  # one iteration: nothing here yields to the loop
+        assert publisher.accept(transcript(n))
+    await text.wait_for(201)
+    assert sample(metrics, "relay_publish_batch_size_count") == 5  # 1, then 4 x 50
+    assert sample(metrics, "relay_publish_batch_size_bucket", le="50.0") == 5
+    await publisher.close(timeout=5)
+
+
 async def wait_until(predicate, timeout: float = 10.0) -> None:
     """Poll a cheap in-process condition; used only where no event exists to wait on."""
     async with asyncio.timeout(timeout):
