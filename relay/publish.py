@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from prometheus_client import Counter
+
 from relay.backoff import Backoff
 from relay.metrics import RelayMetrics
 from relay.redis_link import RedisPublishLink, publish_head
@@ -308,12 +310,7 @@ class EventPublisher:
             counts[label] = counts.get(label, 0) + 1
         self._held_bytes -= size
         self._held_media -= media
-        children = self._published_children
-        for label, n in counts.items():
-            child = children.get(label)
-            if child is None:
-                child = children[label] = self._metrics.events_published.labels(*label)
-            child.inc(n)
+        _add_counts(counts, self._metrics.events_published, self._published_children)
         # Once per batch, for its oldest event: the longest wait in the batch.
         self._metrics.publish_latency.observe((now - batch[0].received_ns) / 1e9)
         self._metrics.publish_batch_size.observe(len(batch))
@@ -324,16 +321,9 @@ class EventPublisher:
             self._send()
 
     def _flush_counts(self) -> None:
-        counts = self._received_counts
-        if not counts:
-            return
-        children = self._received_children
-        for label, n in counts.items():
-            child = children.get(label)
-            if child is None:
-                child = children[label] = self._metrics.events_received.labels(*label)
-            child.inc(n)
-        counts.clear()
+        if self._received_counts:
+            _add_counts(self._received_counts, self._metrics.events_received, self._received_children)
+            self._received_counts.clear()
 
     def _room_freed(self) -> None:
         """Wake producers waiting for room: ``publish`` callers at once, paused sockets at half."""
@@ -441,3 +431,12 @@ class EventPublisher:
         self._metrics.events_dropped.labels(item.label[0], reason).inc()
         if self._done_waiters:
             self._wake_done_waiters()
+
+
+def _add_counts(counts: dict[tuple[str, str], int], family: Counter, children: dict[tuple[str, str], Any]) -> None:
+    """Add per-(source, type) counts to a labelled counter, its children bound once per label pair."""
+    for label, n in counts.items():
+        child = children.get(label)
+        if child is None:
+            child = children[label] = family.labels(*label)
+        child.inc(n)
