@@ -3,11 +3,13 @@ its time is up or on SIGINT/SIGTERM, exits 0 with every process it started gone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,14 +40,22 @@ def still_running(children: dict[int, str]) -> list[int]:
     return alive
 
 
-def spawn_demo(*args: str) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def running_demo(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``relay demo`` as a subprocess; killed if a test leaves it running."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     # Nothing answers here, so the demo starts (and must stop) a private redis-server.
     env["RELAY_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "relay.cli", "demo", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 60.0) -> list[str]:
@@ -77,17 +87,12 @@ def event_lines(out: str, source: str) -> list[str]:
 
 
 def test_demo_shows_every_provider_and_exits_0_leaving_no_process() -> None:
-    proc = spawn_demo("--duration", "4", "--bots", "1")
-    try:
+    with running_demo("--duration", "4", "--bots", "1") as proc:
         banner = read_until(proc, "simulated Recall bot")
         assert any("started a private redis-server" in line for line in banner), banner
         children = child_processes(proc.pid)
         assert children, "the private redis-server should be the demo's child"
         out, err = finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     recall = event_lines(out, "recall")
     assert any("participant.join" in line for line in recall), out
@@ -102,8 +107,7 @@ def test_demo_shows_every_provider_and_exits_0_leaving_no_process() -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_demo_stops_cleanly_on_a_signal(sig: signal.Signals) -> None:
-    proc = spawn_demo("--bots", "1", "--json")
-    try:
+    with running_demo("--bots", "1", "--json") as proc:
         read_until(proc, "simulated Recall bot")
         children = child_processes(proc.pid)
         assert proc.stdout is not None
@@ -111,10 +115,6 @@ def test_demo_stops_cleanly_on_a_signal(sig: signal.Signals) -> None:
         assert '"schema_version":1' in first
         proc.send_signal(sig)
         out, err = finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert "stopping" in err and "Traceback" not in err
     assert still_running(children) == []
