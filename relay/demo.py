@@ -189,8 +189,7 @@ async def _relay(settings: Settings, status: _Status) -> AsyncIterator[Any]:
     port = sock.getsockname()[1]
     config = uvicorn_config(app, settings)
     config.loop = "none"  # this event loop
-    server = RelayServer(config, app.state.relay)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the demo handles signals
+    server = RelayServer(config, app.state.relay, embedded=True)  # the demo handles signals
     task = asyncio.create_task(server.serve(sockets=[sock]), name="relay")
     try:
         while not server.started:  # uvicorn offers no awaitable for "listening"

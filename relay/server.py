@@ -9,6 +9,7 @@ replica, the publisher flushes what was accepted, and the process exits within
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -101,11 +102,19 @@ class RelayHttpProtocol(HttpToolsProtocol):
 
 
 class RelayServer(uvicorn.Server):
-    """uvicorn's server, telling the relay the moment a shutdown begins."""
+    """uvicorn's server, telling the relay the moment a shutdown begins.
 
-    def __init__(self, config: uvicorn.Config, relay: Relay) -> None:
+    ``embedded=True`` (the demo, tests): it serves in a program that owns the signals, so it
+    leaves them alone (see :mod:`relay.embedded`) and stops when told (``should_exit``).
+    """
+
+    def __init__(self, config: uvicorn.Config, relay: Relay, *, embedded: bool = False) -> None:
         super().__init__(config)
         self.relay = relay
+        self.embedded = embedded
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext() if self.embedded else super().capture_signals()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.relay.begin_shutdown()

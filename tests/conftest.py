@@ -199,8 +199,7 @@ async def start_relay(redis_url: str) -> AsyncIterator[Any]:
         port = sock.getsockname()[1]
         config = uvicorn_config(app, settings)
         config.loop = "none"  # the test's loop
-        server = RelayServer(config, app.state.relay)
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # signals stay pytest's
+        server = RelayServer(config, app.state.relay, embedded=True)  # signals stay pytest's
         result = RunningRelay(app=app, server=server, port=port, scheme="wss" if settings.server.tls_certfile else "ws")
         result._task = asyncio.create_task(server.serve(sockets=[sock]))
         async with asyncio.timeout(10):

@@ -23,7 +23,8 @@ from starlette.routing import Route
 from relay.providers.asapp.emulator import AsappEmulator
 from relay.providers.recall import frames
 from relay.providers.recall.simulator import SimulatedBot
-from relay.providers.videodb.emulator import AppServer, VideoDBEmulator
+from relay.embedded import AppServer
+from relay.providers.videodb.emulator import VideoDBEmulator
 from tests.providers.videodb.helpers import ACTIVE, API_KEY
 
 #: What the front answers to the first URL requests, in order; then it forwards.

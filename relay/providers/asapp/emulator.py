@@ -48,6 +48,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from relay.embedded import EmbeddedServer
+
 BYTES_PER_MS = 16  # 8 kHz, 16-bit, mono
 URL_PATH = "/autotranscribe/v1/streaming-url"
 STREAM_PATH = "/autotranscribe/v1/stream"
@@ -138,7 +140,7 @@ class AsappEmulator:
         self._url_failures: list[_UrlFailure] = []
         self._streams: set[_Stream] = set()
         self._changed: asyncio.Event | None = None
-        self._server: uvicorn.Server | None = None
+        self._server: EmbeddedServer | None = None
         self._serve_task: asyncio.Task[None] | None = None
         self.base_url = ""
         self.app = Starlette(
@@ -419,7 +421,7 @@ class AsappEmulator:
         config = uvicorn.Config(
             self.app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
         )
-        self._server = uvicorn.Server(config)
+        self._server = EmbeddedServer(config)  # signals stay the program's (see relay.embedded)
         self._serve_task = asyncio.create_task(self._server.serve(), name="asapp-emulator")
         while not self._server.started:
             if self._serve_task.done():

@@ -33,21 +33,20 @@ import hashlib
 import hmac
 import logging
 import secrets
-import warnings
+import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import httpx
 import orjson
-import uvicorn
-from uvicorn.config import UvicornDeprecationWarning
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from relay.embedded import AppServer
 from relay.providers.videodb.jobs import JOB_PATHS
 
 log = logging.getLogger("relay.videodb.emulator")
@@ -343,7 +342,8 @@ class VideoDBEmulator:
             return
         await ws.accept()
         sock = _Socket(connection_id=f"ws-{secrets.token_hex(8)}", collection=collection, ws=ws)
-        await ws.send_text(orjson.dumps({"connection_id": sock.connection_id}).decode())
+        if not await self._send(sock, orjson.dumps({"connection_id": sock.connection_id}).decode()):
+            return  # the client left right after the handshake: nothing to serve
         self._sockets[sock.connection_id] = sock
         self.connects += 1
         open_now = sum(1 for s in self._sockets.values() if s.collection == collection)
@@ -417,53 +417,6 @@ class VideoDBEmulator:
         ]
 
 
-class AppServer:
-    """An ASGI app served by uvicorn on this event loop, on a free port unless one is given.
-
-    ``async with AppServer(app) as server: server.url``. Used by the emulator and by tests that
-    need an app (e.g. the relay's webhook routes) on a real socket.
-    """
-
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        self.port = port
-        # ws="websockets": uvicorn's websockets-sansio server dropped sockets right after the
-        # handshake and hung at shutdown in our tests (uvicorn 0.3x); revisit when it matures.
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", ws="websockets")
-        with warnings.catch_warnings():  # uvicorn's notice that this choice is deprecated: known, see above
-            warnings.simplefilter("ignore", UvicornDeprecationWarning)
-            config.load()
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve(), name=f"asgi-server-{self.host}:{self.port}")
-        while not self._server.started:  # uvicorn offers no awaitable for "listening"
-            if self._task.done():
-                await self._task  # raises the bind error
-                raise RuntimeError("server exited before it started")
-            await asyncio.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._server.should_exit = True
-            await self._task
-            self._task = None
-
-    async def __aenter__(self) -> AppServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="VideoDB emulator (REST + WebSocket) for relay demos and tests.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -476,13 +429,15 @@ def main(argv: list[str] | None = None) -> None:
         emulator = VideoDBEmulator(api_key=args.api_key, collections=args.collection or ["default"], host=args.host, port=args.port)
         await emulator.start()
         print(f"VideoDB emulator on {emulator.base_url} (collections: {', '.join(sorted(emulator.collections))})", flush=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await emulator.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from starlette.applications import Starlette
 
 from relay.metrics import RelayMetrics
 from relay.providers.videodb.config import VideoDBSettings
-from relay.providers.videodb.emulator import AppServer, VideoDBEmulator
+from relay.embedded import AppServer
+from relay.providers.videodb.emulator import VideoDBEmulator
 from relay.providers.videodb.service import VideoDBService
 from relay.publish import ChannelScheme, EventPublisher, PublisherConfig
 
