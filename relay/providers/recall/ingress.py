@@ -46,6 +46,7 @@ from relay.providers.recall.auth import SignatureVerifier, TokenVerifier
 from relay.providers.recall.parse import FrameError, RecallParser
 from relay.publish import EventPublisher
 from relay.schema import EventRecord
+from relay.wsframes import CONTROL, REST, TEXT, DataFrameSplitter
 
 log = logging.getLogger("relay.recall")
 
@@ -163,7 +164,7 @@ class RecallConnection(asyncio.Protocol):
     __slots__ = (
         "_ingress", "_uvicorn_connections", "_transport", "_ws", "_parser", "_client", "_open",
         "_last_seen", "_ping_sent_at", "_fragments", "_text", "_paused", "_rejected", "_close_code",
-        "_drain_deadline", "_drain_timer", "_frames", "_bytes",
+        "_drain_deadline", "_drain_timer", "_frames", "_bytes", "_splitter", "_head",
     )  # fmt: skip
 
     def __init__(self, ingress: RecallIngress, uvicorn_connections: set[Any]) -> None:
@@ -171,6 +172,10 @@ class RecallConnection(asyncio.Protocol):
         self._uvicorn_connections = uvicorn_connections
         self._transport: asyncio.Transport | None = None
         self._ws = ServerProtocol(max_size=ingress.max_frame_bytes)
+        # After the handshake, data frames skip websockets' parser (relay/wsframes.py); None
+        # before that and once websockets took the stream over.
+        self._splitter: DataFrameSplitter | None = None
+        self._head: bytes | None = b""  # the bytes of the opening handshake, until it completes
         self._parser: RecallParser | None = None
         self._client = "?"
         self._open = False
@@ -199,9 +204,33 @@ class RecallConnection(asyncio.Protocol):
         self._uvicorn_connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        ws = self._ws
-        ws.receive_data(data)
         self._last_seen = time.monotonic()
+        splitter = self._splitter
+        if splitter is None:
+            self._receive(data)
+        else:
+            for kind, payload in splitter.feed(data):
+                if kind == CONTROL or kind == REST:  # a ping, a pong, or all the rest: websockets'
+                    self._receive(payload)
+                    if self._ws.parser_exc is not None:
+                        break  # websockets failed the connection: it discards what follows, so do we
+                else:
+                    self._message(payload, kind == TEXT)
+            if splitter.handed_over or self._ws.parser_exc is not None:
+                self._splitter = None
+        if self._frames:
+            ingress = self._ingress
+            ingress.frames.inc(self._frames)
+            ingress.bytes.inc(self._bytes)
+            self._frames = self._bytes = 0
+
+    def _receive(self, data: bytes) -> None:
+        """Bytes for websockets: the handshake, control frames, or all of them once it took over."""
+        ws = self._ws
+        if self._head is not None:
+            # uvicorn hands over the request head in one call; a head this long gets refused anyway.
+            self._head = self._head + data if len(self._head) < 65_536 else None
+        ws.receive_data(data)
         # Data frames make ServerProtocol send nothing; anything else (a handshake, a ping, a close,
         # an error) may have queued output. Most reads carry only data frames: skip the flush.
         output = self._drain_timer is not None
@@ -213,11 +242,6 @@ class RecallConnection(asyncio.Protocol):
             elif isinstance(event, Request):
                 output = True
                 self._handshake(event)
-        if self._frames:
-            ingress = self._ingress
-            ingress.frames.inc(self._frames)
-            ingress.bytes.inc(self._bytes)
-            self._frames = self._bytes = 0
         exc = ws.parser_exc
         if exc is not None:
             output = True
@@ -280,11 +304,18 @@ class RecallConnection(asyncio.Protocol):
         if self._close_code is not None:
             return
         self._close_code = 1012
+        self._to_websockets()  # it owns the closing handshake
         loop = asyncio.get_running_loop()
         self._drain_deadline = loop.time() + self._ingress.drain_timeout
         self._drain_timer = loop.call_at(self._drain_deadline, self._abort_drain)
         self._ws.send_close(1012, "service restart")
         self._flush()
+
+    def _to_websockets(self) -> None:
+        """From now on websockets parses every frame, starting with the one the splitter holds."""
+        splitter, self._splitter = self._splitter, None
+        if splitter is not None and (rest := splitter.take_rest()):
+            self._ws.receive_data(rest)  # the start of a frame: no event until the rest arrives
 
     def _abort_drain(self) -> None:
         self._drain_timer = None
@@ -321,6 +352,7 @@ class RecallConnection(asyncio.Protocol):
             text = {403: "forbidden\n", 404: "not found\n"}.get(status, "relay is full or restarting, retry later\n")
             response = ws.reject(status, text)
         ws.send_response(response)
+        head, self._head = self._head, None
         if refused is not None:
             status, reason = refused
             ingress.metrics.connections_rejected.labels(SOURCE, reason).inc()
@@ -328,6 +360,10 @@ class RecallConnection(asyncio.Protocol):
             return
         self._open = True
         self._parser = RecallParser()
+        if head is not None and head.find(b"\r\n\r\n") + 4 == len(head):
+            # Nothing after the head: websockets' parser waits for the first frame, so the
+            # splitter can start there. (Else websockets parses this connection's every frame.)
+            self._splitter = DataFrameSplitter(ingress.max_frame_bytes)
         ingress.connections.add(self)
         ingress.open_gauge.inc()
         ingress.accepted.inc()

@@ -162,6 +162,24 @@ async def test_oversize_frame_closes_1009_and_keeps_earlier_events(start_relay, 
     await wait_for_metric(relay, "relay_frames_rejected_total", 1, source="recall", reason="oversize")
 
 
+async def test_pings_and_fragmented_messages_between_frames_keep_every_event_in_order(start_relay, collect) -> None:
+    # Data frames take the splitter (relay/wsframes.py); a ping goes to websockets and back; a
+    # fragmented message hands the rest of the stream to websockets. Nothing is lost on the way.
+    relay = await start_relay()
+    events = collect("relay:events:*")
+    async with await open_bot(relay.recall_url()) as bot:
+        await bot.send(transcript("one"))
+        pong = await bot.ping()
+        await bot.send(transcript("two"))
+        async with asyncio.timeout(5):
+            await pong  # the relay answered between two data frames
+        whole = transcript("three in fragments")
+        await bot.send([whole[:10], whole[10:40], whole[40:]])
+        await bot.send(transcript("four"))
+    texts = [e.payload.text for e in await events.wait_for(4)]
+    assert texts == ["one", "two", "three in fragments", "four"]
+
+
 async def wait_for_metric(relay, name: str, value: float, **labels: str) -> None:  # type: ignore[no-untyped-def]
     async with asyncio.timeout(5):
         while relay.metric(name, **labels) < value:
