@@ -44,7 +44,9 @@ from rich.console import Console
 
 from relay.client import RelayClient
 from relay.local_redis import INSTALL_HINT, RedisServerProcess, redis_answers
+from relay.providers.asapp.emulator import AsappEmulator, EmulatorConfig
 from relay.providers.recall.simulator import MeetingOptions, RetryPolicy, SimulatedBot, run_meeting
+from relay.providers.videodb.emulator import VideoDBEmulator
 from relay.settings import Settings, SettingsError, load_settings
 from relay.tail import EventPrinter
 
@@ -116,13 +118,7 @@ def _redis(url: str, status: _Status) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def _asapp_emulator(status: _Status) -> AsyncIterator[Any]:
-    try:
-        from relay.providers.asapp.emulator import AsappEmulator, EmulatorConfig
-    except ImportError:
-        status.say("ASAPP emulator: not in this build; skipped")
-        yield None
-        return
+async def _asapp_emulator(status: _Status) -> AsyncIterator[AsappEmulator]:
     emulator = AsappEmulator(EmulatorConfig())
     base_url = await emulator.start()
     status.say(f"ASAPP emulator: {base_url}")
@@ -133,13 +129,7 @@ async def _asapp_emulator(status: _Status) -> AsyncIterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def _videodb_emulator(status: _Status) -> AsyncIterator[Any]:
-    try:
-        from relay.providers.videodb.emulator import VideoDBEmulator
-    except ImportError:
-        status.say("VideoDB emulator: not in this build; skipped")
-        yield None
-        return
+async def _videodb_emulator(status: _Status) -> AsyncIterator[VideoDBEmulator]:
     emulator = VideoDBEmulator(api_key="sk-demo-videodb", collections=(COLLECTION,))
     await emulator.start()
     status.say(f"VideoDB emulator: {emulator.base_url}")
@@ -149,7 +139,7 @@ async def _videodb_emulator(status: _Status) -> AsyncIterator[Any]:
         await emulator.stop()
 
 
-def relay_settings(config: Path | None, redis_url: str, port: int, asapp: Any, videodb: Any) -> Settings:
+def relay_settings(config: Path | None, redis_url: str, port: int, asapp: AsappEmulator, videodb: VideoDBEmulator) -> Settings:
     """The relay's settings for the demo: the user's (environment, ``--config``), pointed at this
     Redis and these emulators, listening on loopback only with the demo's token."""
     overrides: dict[str, Any] = {
@@ -159,17 +149,15 @@ def relay_settings(config: Path | None, redis_url: str, port: int, asapp: Any, v
         "recall": {"tokens": [DEMO_TOKEN], "tokens_file": None, "signing_secrets": [], "signing_secrets_file": None,
                    "require_signature": False},
     }  # fmt: skip
-    if asapp is not None:
-        overrides["asapp"] = {
-            "enabled": True, "base_url": asapp.base_url, "api_id": asapp.config.api_id, "api_id_file": None,
-            "api_secret": asapp.config.api_secret, "api_secret_file": None, "bridge": "all",
-        }  # fmt: skip
-    if videodb is not None:
-        overrides["videodb"] = {
-            "enabled": True, "base_url": videodb.base_url, "api_key": videodb.api_key, "api_key_file": None,
-            "collections": [COLLECTION], "webhook_secret": None, "webhook_secret_file": None,
-            "alerts": [{"label": "revenue_chart", "prompt": "A revenue chart is on screen"}],
-        }  # fmt: skip
+    overrides["asapp"] = {
+        "enabled": True, "base_url": asapp.base_url, "api_id": asapp.config.api_id, "api_id_file": None,
+        "api_secret": asapp.config.api_secret, "api_secret_file": None, "bridge": "all",
+    }  # fmt: skip
+    overrides["videodb"] = {
+        "enabled": True, "base_url": videodb.base_url, "api_key": videodb.api_key, "api_key_file": None,
+        "collections": [COLLECTION], "webhook_secret": None, "webhook_secret_file": None,
+        "alerts": [{"label": "revenue_chart", "prompt": "A revenue chart is on screen"}],
+    }  # fmt: skip
     # Environment and file values are merged under these, key by key (pydantic-settings deep-merges).
     return load_settings(config, **overrides)
 
@@ -240,7 +228,7 @@ async def _bots(url: str, options: DemoOptions, status: _Status) -> None:
         round_ += 1
 
 
-async def _drive_videodb(emulator: Any, webhook_url: str, status: _Status, stop: asyncio.Event) -> None:
+async def _drive_videodb(emulator: VideoDBEmulator, webhook_url: str, status: _Status, stop: asyncio.Event) -> None:
     """Play a desktop capture session on the VideoDB emulator, through the relay's own bridge."""
     now = time.time()
     body = {
@@ -258,7 +246,7 @@ async def _drive_videodb(emulator: Any, webhook_url: str, status: _Status, stop:
         status.say(f"VideoDB: could not deliver the demo webhook ({type(exc).__name__}); no VideoDB events")
         return
     if statuses != [200]:
-        status.say(f"VideoDB: the relay answered {statuses[0]} to the webhook (bridge not in this build?); no VideoDB events")
+        status.say(f"VideoDB: the relay answered {statuses[0]} to the webhook; no VideoDB events")
         return
     try:
         await emulator.wait_bound(MIC, "transcript", timeout=15)
@@ -335,10 +323,10 @@ async def demo(options: DemoOptions, stop: asyncio.Event, status: _Status) -> in
         _app, port = await stack.enter_async_context(_relay(settings, status))
 
         url = f"ws://127.0.0.1:{port}{settings.recall.path.rstrip('/')}/?token={DEMO_TOKEN}"
-        if videodb is not None:  # a side show: it plays until the meetings end
-            webhook = f"http://127.0.0.1:{port}{settings.videodb.webhook_path.rstrip('/')}/{COLLECTION}"
-            driver = asyncio.create_task(_drive_videodb(videodb, webhook, status, stop), name="demo-videodb")
-            stack.push_async_callback(_cancelled, driver)
+        # VideoDB is a side show: it plays until the meetings end.
+        webhook = f"http://127.0.0.1:{port}{settings.videodb.webhook_path.rstrip('/')}/{COLLECTION}"
+        driver = asyncio.create_task(_drive_videodb(videodb, webhook, status, stop), name="demo-videodb")
+        stack.push_async_callback(_cancelled, driver)
         length = f"{options.duration_s:g} s" if options.duration_s is not None else "until Ctrl-C"
         status.say(f"{options.bots} simulated Recall bot(s), {options.participants} speakers each, {length}\n")
         await _until(stop, _bots(url, options, status))
