@@ -5,7 +5,9 @@ endpoint is not an ASGI app: each bot is a :class:`RecallConnection`, an :class:
 driving websockets' sans-I/O :class:`~websockets.server.ServerProtocol`. A frame goes from
 ``data_received`` through :class:`~relay.providers.recall.parse.RecallParser` into the publisher's
 queue without a task switch, a per-connection queue or a suspended coroutine; an idle connection
-costs a few objects. uvicorn still owns the listening socket, HTTP and TLS, and hands WebSocket
+costs a few objects. After the handshake, complete data frames are cut out of each read by
+:class:`~relay.wsframes.DataFrameSplitter`; websockets handles the handshake, pings, the close
+and anything unusual (fragments, protocol errors, oversize), as the splitter hands them over. uvicorn still owns the listening socket, HTTP and TLS, and hands WebSocket
 upgrades to :meth:`RecallIngress.protocol_factory` (its documented ``ws`` protocol-class option).
 
 * **Before accept**: the path, the token (and, when configured, the signature) and the connection
