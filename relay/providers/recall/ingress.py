@@ -7,8 +7,9 @@ driving websockets' sans-I/O :class:`~websockets.server.ServerProtocol`. A frame
 queue without a task switch, a per-connection queue or a suspended coroutine; an idle connection
 costs a few objects. After the handshake, complete data frames are cut out of each read by
 :class:`~relay.wsframes.DataFrameSplitter`; websockets handles the handshake, pings, the close
-and anything unusual (fragments, protocol errors, oversize), as the splitter hands them over. uvicorn still owns the listening socket, HTTP and TLS, and hands WebSocket
-upgrades to :meth:`RecallIngress.protocol_factory` (its documented ``ws`` protocol-class option).
+and anything unusual (fragments, protocol errors, oversize), as the splitter hands them over.
+uvicorn still owns the listening socket, HTTP and TLS, and hands WebSocket upgrades to
+:meth:`RecallIngress.protocol_factory` (its documented ``ws`` protocol-class option).
 
 * **Before accept**: the path, the token (and, when configured, the signature) and the connection
   cap are checked; a refused handshake gets an HTTP 403 (404 for another path, 503 when full or
