@@ -34,7 +34,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $(BENCH_STAMP)
 
-## bench: every benchmark workload against the baselines (about 20 min), then docs/performance.md
+## bench: every benchmark workload against the baselines and the py-spy profiles (about 25 min), then docs/performance.md
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench all $(BENCH_ARGS)
 

@@ -47,6 +47,14 @@ def save(result: dict[str, Any], tag: str | None = None) -> Path:
     return path
 
 
+#: ``python -m bench.profile`` runs that ``all`` adds for the report: flood, paced audio, 5,000 bots.
+PROFILES: tuple[tuple[str, ...], ...] = (
+    (),
+    ("--kind", "audio", "--bots", "400", "--rate", "50", "--duration", "6", "--save-as", "profile-audio"),
+    ("--bots", "5000", "--rate", "2", "--duration", "8", "--save-as", "profile-capacity"),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workload", choices=(*WORKLOADS, "all"))
@@ -86,8 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result["summary"], indent=2), flush=True)
             print(f"-> {path.relative_to(ROOT)}", flush=True)
     if args.workload == "all":
-        from bench import report
+        from bench import profile, report
 
+        if not args.quick:  # the page's profile sections (py-spy), as bench/README.md lists them
+            relay_src = ["--relay-src", str(args.relay_src)] if args.relay_src is not None else []
+            for profile_args in PROFILES:
+                print(f"== profile {' '.join(profile_args)}", flush=True)
+                profile.main([*profile_args, *relay_src])
         report.main([])
     return 0
 
