@@ -144,7 +144,7 @@ def render(results: dict[str, dict[str, Any] | None]) -> str:
         "while other jobs use them too. Absolute numbers move by tens of percent between runs; the ratios",
         "against the baselines, measured in the same run with the same load generator, are steadier.",
         "",
-        "Reproduce: `make bench` (every workload, then this page) or one workload: `python -m bench flood`",
+        "Reproduce: `make bench` (every workload and the profiles, then this page) or one workload: `python -m bench flood`",
         "(`capacity`, `latency`, `audio`, `idle`, `scaling`, `asapp`); `--quick` for a smoke run. See `bench/README.md`.",
         "",
         "## Results",
