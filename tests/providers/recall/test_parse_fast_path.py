@@ -59,6 +59,8 @@ def mutated(draw: st.DrawFn) -> str:
         try:
             for key in path[:-1]:
                 target = target[key]
+            if isinstance(target, dict) != isinstance(path[-1], str):
+                continue  # an earlier mutation changed this container's kind (a list became a dict)
             action = draw(st.sampled_from(["replace", "remove", "add"]))
             if action == "remove" and isinstance(target, dict):
                 target.pop(path[-1], None)
