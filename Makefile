@@ -48,8 +48,8 @@ schema: $(STAMP)
 
 ## docs: regenerate docs/events.md and docs/asyncapi.yaml from the schema and the real parsers
 docs: $(STAMP)
-	$(BIN)/python -m relay.eventdocs > docs/events.md
-	$(BIN)/python -m relay.asyncapi > docs/asyncapi.yaml
+	$(BIN)/python -m relay.tools.eventdocs > docs/events.md
+	$(BIN)/python -m relay.tools.asyncapi > docs/asyncapi.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -2,7 +2,7 @@
 
     python bench/asapp_streams.py --streams 50 --seconds 20
 
-Starts the ASAPP emulator as a separate process (``python -m relay.providers.asapp.emulator``, so
+Starts the ASAPP emulator as a separate process (``python -m relay.dev.asapp_emulator``, so
 its CPU is not counted), then runs :class:`~relay.providers.asapp.bridge.AsappBridge` in this
 process with ``--streams`` speakers (``--speakers`` per meeting), each fed a 20 ms Recall audio
 event every 20 ms of wall time, exactly as the Recall ingress would call ``on_event``. Every
@@ -30,8 +30,8 @@ from urllib.request import urlopen
 
 import numpy as np
 
-from relay.local_redis import free_port
-from relay.metrics import RelayMetrics
+from relay.dev.local_redis import free_port
+from relay.core.metrics import RelayMetrics
 from relay.providers.asapp.bridge import AsappBridge
 from relay.providers.asapp.config import AsappSettings
 from relay.schema import AudioChunk, AudioChunkEvent, EventBase, EventTime, Participant, SessionRef, Source
@@ -40,7 +40,7 @@ CHUNK_MS = 20
 
 
 class CountingPublisher:
-    """Stands in for :class:`~relay.publish.EventPublisher`: counts events by type."""
+    """Stands in for :class:`~relay.core.publisher.EventPublisher`: counts events by type."""
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
@@ -120,7 +120,7 @@ def main() -> None:
 
     port = free_port()
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "relay.providers.asapp.emulator", "--port", str(port),
+        [sys.executable, "-m", "relay.dev.asapp_emulator", "--port", str(port),
          "--api-id", "bench-id", "--api-secret", "bench-secret"],
         stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip

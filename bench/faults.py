@@ -13,7 +13,7 @@ restarts it on the same port, and measures:
   and the largest ``relay_outage_buffer_events`` seen.
 
 The result is printed and written to ``bench/results/faults.json``; ``docs/reliability.md`` quotes
-it. The fault tests themselves are ``tests/reliability/`` (and ``tests/test_app.py`` for the
+it. The fault tests themselves are ``tests/reliability/`` (and ``tests/server/test_app.py`` for the
 10-second kill as a pass/fail test).
 """
 
@@ -33,9 +33,9 @@ from typing import Any
 import httpx
 import redis
 
-from relay.local_redis import RedisServerProcess, free_port
-from relay.providers.recall import frames
-from relay.providers.recall.simulator import RetryPolicy, SimulatedBot
+from relay.dev.local_redis import RedisServerProcess, free_port
+from relay.dev import recall_frames as frames
+from relay.dev.recall_simulator import RetryPolicy, SimulatedBot
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "faults-token-0123456789abcdef"
@@ -119,7 +119,7 @@ async def redis_outage(bots: int, rate: float, outage_s: float, before_s: float 
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("RELAY_")},
                "RELAY_REDIS_URL": server.url, "RELAY_RECALL_TOKENS": TOKEN, "RELAY_SERVER_ACCESS_LOG": "false",
                "RELAY_SERVER_LOG_LEVEL": "warning"}  # fmt: skip
-        relay = subprocess.Popen([sys.executable, "-m", "relay.cli", "serve", "--port", str(port)], cwd=ROOT, env=env)
+        relay = subprocess.Popen([sys.executable, "-m", "relay.tools.cli", "serve", "--port", str(port)], cwd=ROOT, env=env)
         try:
             return await _measure(server, relay, port, bots, rate, outage_s, before_s, after_s)
         finally:

@@ -39,7 +39,7 @@ def _listeners(port: int) -> int:
 
 
 def _free_port() -> int:
-    from relay.local_redis import free_port
+    from relay.dev.local_redis import free_port
 
     return free_port()
 
@@ -133,7 +133,7 @@ def start_target(name: str, redis_url: str, max_connections: int = 20_000, relay
     if name == "relay-asapp":
         # The relay with the ASAPP bridge on (every meeting bridged) against the ASAPP emulator.
         asapp_port = _free_port()
-        helpers.append(subprocess.Popen([*py, "-m", "relay.providers.asapp.emulator", "--port", str(asapp_port)],
+        helpers.append(subprocess.Popen([*py, "-m", "relay.dev.asapp_emulator", "--port", str(asapp_port)],
                                         env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL))  # fmt: skip
         env.update({"RELAY_ASAPP_ENABLED": "true", "RELAY_ASAPP_API_ID": "emulator-id", "RELAY_ASAPP_API_SECRET":
                     "emulator-secret", "RELAY_ASAPP_BASE_URL": f"http://127.0.0.1:{asapp_port}", "RELAY_ASAPP_BRIDGE": "all"})  # fmt: skip
@@ -147,9 +147,9 @@ def start_target(name: str, redis_url: str, max_connections: int = 20_000, relay
     else:
         name_cmd = name
     if name_cmd == "relay":
-        commands = [[*py, "-m", "relay.cli", "serve", "--port", str(port)]]
+        commands = [[*py, "-m", "relay.tools.cli", "serve", "--port", str(port)]]
     elif name_cmd.startswith("relay-w"):
-        commands = [[*py, "-m", "relay.cli", "serve", "--port", str(port), "--workers", name[len("relay-w") :]]]
+        commands = [[*py, "-m", "relay.tools.cli", "serve", "--port", str(port), "--workers", name[len("relay-w") :]]]
     elif name_cmd in ("handwritten", "forwarder", "discard"):
         commands = [[*py, "-m", f"bench.baselines.{name}", "--port", str(port), "--redis-url", redis_url, "--token", TOKEN]]
     else:
@@ -173,7 +173,7 @@ def _warm_up(target: Target) -> None:
     import asyncio
 
     async def one() -> None:
-        from relay.providers.recall.simulator import SimulatedBot
+        from relay.dev.recall_simulator import SimulatedBot
 
         for _ in range(8):  # several connections, so every worker of a multi-process target gets one
             async with SimulatedBot(target.url, open_timeout=30) as bot:
@@ -191,7 +191,7 @@ class Bench:
     slow subscriber shows as latency, never as loss)."""
 
     def __init__(self, loadgen_procs: int = 2, relay_src: Path | None = None) -> None:
-        from relay.local_redis import RedisServerProcess
+        from relay.dev.local_redis import RedisServerProcess
 
         self.loadgen_procs = loadgen_procs
         self.relay_src = relay_src

@@ -2,7 +2,7 @@
 
 Each load-generator process connects its share of the bots (:class:`~relay.providers.recall.
 simulator.SimulatedBot`, real WebSocket clients), reports that they are connected, waits for the
-common start time, then sends documented frames (built once by :mod:`relay.providers.recall.frames`,
+common start time, then sends documented frames (built once by :mod:`relay.dev.recall_frames`,
 with a :mod:`bench.marker` spliced in per frame) until the run's deadline, and reports what it sent.
 
 Kinds of load:
@@ -44,7 +44,7 @@ class LoadSpec:
 
 def templates(kind: Kind, bot: int) -> tuple[str, str]:
     """The text before and after the marker in one bot's frames (documented frame shapes)."""
-    from relay.providers.recall import frames
+    from relay.dev import recall_frames as frames
 
     identity = frames.BotIdentity.create(random.Random(bot))
     who = frames.participant(100 + bot % 7, f"Speaker {bot % 7}")
@@ -63,7 +63,7 @@ def templates(kind: Kind, bot: int) -> tuple[str, str]:
 async def _run(spec: LoadSpec, ready: Any, go: Any, start_at: Any) -> dict[str, Any]:
     import base64
 
-    from relay.providers.recall.simulator import SimulatedBot
+    from relay.dev.recall_simulator import SimulatedBot
 
     gate = asyncio.Semaphore(spec.connect_concurrency)
     bots: list[SimulatedBot] = []

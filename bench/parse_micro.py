@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 import orjson
 
 from bench import loadgen, marker
-from relay.providers.recall import frames
+from relay.dev import recall_frames as frames
 from relay.providers.recall.parse import RecallParser
 
 

@@ -20,8 +20,8 @@ PLOT = ROOT / "docs" / "performance.png"
 NOTES = ROOT / "bench" / "NOTES.md"
 TARGETS = ("relay", "handwritten", "forwarder")
 #: Frames every sample passes through (process start, the server's run loop): not worth a row.
-_BOILERPLATE = ("<frozen runpy>", "relay/cli.py:", "uvicorn/server.py:", "uvicorn/_compat.py:", "asyncio/runners.py:Runner.run",
-                "relay/server.py:run", "multiprocessing/", "asyncio/base_events.py:")  # fmt: skip
+_BOILERPLATE = ("<frozen runpy>", "relay/tools/cli.py:", "uvicorn/server.py:", "uvicorn/_compat.py:", "asyncio/runners.py:Runner.run",
+                "relay/server/serve.py:run", "multiprocessing/", "asyncio/base_events.py:")  # fmt: skip
 
 
 def _load(name: str) -> dict[str, Any] | None:

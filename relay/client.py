@@ -8,7 +8,7 @@
         async for event in client:
             print(event.session.id, event.participant and event.participant.name, event.payload.text)
 
-Filters map onto Redis ``PSUBSCRIBE`` patterns through :class:`~relay.publish.ChannelScheme`, the
+Filters map onto Redis ``PSUBSCRIBE`` patterns through :class:`~relay.core.publisher.ChannelScheme`, the
 same code that names the channels the relay publishes on, so the two cannot drift apart. Each
 event arrives as its schema model (:func:`relay.schema.parse_event`): a
 :class:`~relay.schema.TranscriptEvent` has a typed ``payload``, an unknown type is a
@@ -18,7 +18,7 @@ event arrives as its schema model (:func:`relay.schema.parse_event`): a
 the client drops repeats by event ``id``, remembering the last ``dedupe`` ids (a bounded LRU; 0
 turns it off). Pub/sub keeps nothing for absent subscribers: events published while the client is
 disconnected are not seen. When the connection to Redis drops, the client resubscribes with
-capped, jittered backoff (:class:`~relay.backoff.Backoff`) and counts it in :attr:`reconnects`.
+capped, jittered backoff (:class:`~relay.core.backoff.Backoff`) and counts it in :attr:`reconnects`.
 
 **Media.** Audio and video travel on their own channels; ``media=True`` adds them to the text
 events. A ``type`` naming a media type (``audio.chunk``, ``video.frame``) selects the media
@@ -45,10 +45,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from relay.backoff import Backoff
-from relay.publish import ChannelScheme
+from relay.core.backoff import Backoff
+from relay.core.publisher import ChannelScheme
 from relay.schema import TYPE_TO_CLASS, EventBase, Source, parse_event
-from relay.settings import DEFAULT_REDIS_URL
+from relay.server.settings import DEFAULT_REDIS_URL
 
 __all__ = ["RelayClient", "subscription_patterns"]
 

@@ -20,8 +20,8 @@ import redis
 import redis.asyncio as aioredis
 from hypothesis import settings
 
-from relay.local_redis import RedisServerProcess
-from relay.metrics import RelayMetrics
+from relay.dev.local_redis import RedisServerProcess
+from relay.core.metrics import RelayMetrics
 from relay.schema import EventBase, parse_event
 
 # Property tests assert behaviour, not speed: hypothesis' default 200 ms deadline per example fails
@@ -177,9 +177,9 @@ class RunningRelay:
 @pytest.fixture
 async def start_relay(redis_url: str) -> AsyncIterator[Any]:
     """``await start_relay(recall={...}, ...)`` serves a relay with these settings overrides."""
-    from relay.app import create_app
-    from relay.server import RelayServer, uvicorn_config
-    from relay.settings import load_settings
+    from relay.server.app import create_app
+    from relay.server.serve import RelayServer, uvicorn_config
+    from relay.server.settings import load_settings
 
     running: list[RunningRelay] = []
 
@@ -223,7 +223,7 @@ async def start_relay(redis_url: str) -> AsyncIterator[Any]:
 async def asapp_emulator() -> AsyncIterator[Any]:
     """An ASAPP emulator on a free port, with test-sized limits: audio may run at 20x real time,
     one transcript per 200 ms of audio. Tests may change ``asapp_emulator.config`` fields at any time."""
-    from relay.providers.asapp.emulator import AsappEmulator, EmulatorConfig
+    from relay.dev.asapp_emulator import AsappEmulator, EmulatorConfig
 
     config = EmulatorConfig(speed=20.0, burst_ms=2_000, idle_s=10.0, transcript_ms=200)
     async with AsappEmulator(config) as emulator:
@@ -237,7 +237,7 @@ async def asapp_emulator() -> AsyncIterator[Any]:
 async def videodb_emulator() -> AsyncIterator[Any]:
     """A VideoDB emulator on a free port: API key ``sk-test-videodb``, collections ``default`` and
     ``other``. Tests drive it with ``emit``/``send_raw``/``drop``/``fail_url``/``post_webhook``."""
-    from relay.providers.videodb.emulator import VideoDBEmulator
+    from relay.dev.videodb_emulator import VideoDBEmulator
 
     async with VideoDBEmulator(api_key="sk-test-videodb", collections=("default", "other")) as emulator:
         yield emulator
@@ -250,7 +250,7 @@ async def videodb_emulator() -> AsyncIterator[Any]:
 async def recall_bot() -> AsyncIterator[Any]:
     """``bot = await recall_bot(url, retry=..., connect=True)``: a connected ``SimulatedBot``,
     closed at teardown (so no test leaks a socket or its retry task)."""
-    from relay.providers.recall.simulator import SimulatedBot
+    from relay.dev.recall_simulator import SimulatedBot
 
     bots: list[Any] = []
 

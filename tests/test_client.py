@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from relay.client import RelayClient, subscription_patterns
-from relay.publish import ChannelScheme, EventPublisher, PublisherConfig
+from relay.core.publisher import ChannelScheme, EventPublisher, PublisherConfig
 from relay.schema import (
     AudioChunk,
     AudioChunkEvent,

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from relay.metrics import RelayMetrics
-from relay.settings import ServerSettings, load_settings
+from relay.core.metrics import RelayMetrics
+from relay.server.settings import ServerSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -153,7 +153,7 @@ async def test_the_healthcheck_passes_on_a_live_relay_and_fails_without_one(star
     import asyncio
     import os
 
-    from relay.local_redis import free_port
+    from relay.dev.local_redis import free_port
 
     command = healthcheck_command()
     assert command[0] == "python" and "/healthz" in command[-1]
@@ -185,7 +185,7 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
 
 
 def test_probes_hit_the_relays_routes_on_the_served_port() -> None:
-    from relay.app import create_app
+    from relay.server.app import create_app
 
     app = create_app(load_settings(None, recall={"tokens": ["a-token-of-16-chars-or-more"]}))
     paths = {getattr(route, "path", None) for route in app.routes}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from relay.local_redis import free_port
+from relay.dev.local_redis import free_port
 from tests.conftest import RECALL_TOKEN
 from tests.reliability.processes import RelayProcess
 

@@ -3,17 +3,17 @@
 ``relay serve`` binds its port alone, and ``relay serve --workers N`` hides its workers behind a
 parent. The fault tests need two independent relay processes on one port that they can start,
 signal and measure one by one (as two replicas behind one address would be), so this is
-:func:`relay.server.run` on :func:`relay.server.reuse_port_socket`, with settings from the
+:func:`relay.server.serve.run` on :func:`relay.server.serve.reuse_port_socket`, with settings from the
 ``RELAY_*`` environment exactly as ``relay serve`` reads them.
 """
 
 from __future__ import annotations
 
-from relay.app import create_app
-from relay.cli import secret_values
-from relay.logs import configure_logging
-from relay.server import reuse_port_socket, run
-from relay.settings import load_settings
+from relay.server.app import create_app
+from relay.tools.cli import secret_values
+from relay.core.logs import configure_logging
+from relay.server.serve import reuse_port_socket, run
+from relay.server.settings import load_settings
 
 
 def main() -> None:

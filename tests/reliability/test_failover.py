@@ -15,8 +15,8 @@ import re
 import time
 from dataclasses import dataclass
 
-from relay.providers.recall import frames
-from relay.providers.recall.simulator import RECALL_RETRY, RetryPolicy, SimulatedBot
+from relay.dev import recall_frames as frames
+from relay.dev.recall_simulator import RECALL_RETRY, RetryPolicy, SimulatedBot
 from tests.conftest import RECALL_TOKEN
 
 #: Recall's policy (30 retries per incident) with a short interval, so the test takes seconds.

@@ -4,7 +4,7 @@ WebSocket, and floods of bad frames. None of it may crash the relay or cost anot
 Refusals before accept (token missing, wrong, of another length, in the path; signatures missing,
 wrong or stale; connections over the cap; stalled handshakes) are tested where they are made:
 ``tests/providers/recall/test_ingress.py``, ``tests/providers/recall/test_auth.py`` and
-``tests/test_app.py``.
+``tests/server/test_app.py``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from relay.providers.recall import frames
+from relay.dev import recall_frames as frames
 from relay.providers.recall.auth import TokenVerifier
-from relay.providers.recall.simulator import SimulatedBot
+from relay.dev.recall_simulator import SimulatedBot
 from tests.conftest import RECALL_TOKEN
 
 # --- timing of the token check ---------------------------------------------------------------------

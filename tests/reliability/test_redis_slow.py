@@ -19,8 +19,8 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from relay.providers.recall import frames
-from relay.providers.recall.simulator import SimulatedBot
+from relay.dev import recall_frames as frames
+from relay.dev.recall_simulator import SimulatedBot
 from tests.conftest import RECALL_TOKEN
 from tests.reliability.processes import metric_value
 

@@ -28,12 +28,12 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from relay.logs import configure_logging
-from relay.providers.asapp.emulator import AsappEmulator, EmulatorConfig
-from relay.providers.recall import frames
+from relay.core.logs import configure_logging
+from relay.dev.asapp_emulator import AsappEmulator, EmulatorConfig
+from relay.dev import recall_frames as frames
 from relay.providers.recall.auth import sign
-from relay.providers.recall.simulator import RetryPolicy, SimulatedBot
-from relay.providers.videodb.emulator import VideoDBEmulator
+from relay.dev.recall_simulator import RetryPolicy, SimulatedBot
+from relay.dev.videodb_emulator import VideoDBEmulator
 from tests.providers.videodb.helpers import ACTIVE
 
 SECRETS: dict[str, str] = {
@@ -210,8 +210,8 @@ async def test_no_secret_in_any_log_line_answer_metric_or_event(start_relay, col
 
 
 def test_settings_never_show_the_redis_password() -> None:
-    from relay.cli import secret_values
-    from relay.settings import load_settings
+    from relay.tools.cli import secret_values
+    from relay.server.settings import load_settings
 
     password = SECRETS["redis password"]
     settings = load_settings(None, redis={"url": f"redis://relay:{password}@127.0.0.1:6379/0"})

@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from relay.providers.asapp.emulator import AsappEmulator
-from relay.providers.recall import frames
-from relay.providers.recall.simulator import SimulatedBot
-from relay.embedded import AppServer
-from relay.providers.videodb.emulator import VideoDBEmulator
+from relay.dev.asapp_emulator import AsappEmulator
+from relay.dev import recall_frames as frames
+from relay.dev.recall_simulator import SimulatedBot
+from relay.dev.embedded import AppServer
+from relay.dev.videodb_emulator import VideoDBEmulator
 from tests.providers.videodb.helpers import ACTIVE, API_KEY
 
 #: What the front answers to the first URL requests, in order; then it forwards.

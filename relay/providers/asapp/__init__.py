@@ -6,5 +6,6 @@
 * :mod:`.timeline` speaker audio offsets → meeting time (pure)
 * :mod:`.stream`   one speaker's stream: URL, socket, pacing, replay, idle, rollover (I/O)
 * :mod:`.bridge`   the Recall observer: meetings → streams (I/O)
-* :mod:`.emulator` the ASAPP emulator (REST + WebSocket), for tests, demo and bench
+
+The ASAPP emulator (REST + WebSocket), for tests, demo and bench, is :mod:`relay.dev.asapp_emulator`.
 """

@@ -1,6 +1,6 @@
 """The ASAPP bridge: a Recall meeting's audio → one ASAPP stream per speaker → transcripts on Redis.
 
-:class:`AsappBridge` is a :class:`~relay.observe.RecallObserver`: the Recall ingress hands it every
+:class:`AsappBridge` is a :class:`~relay.core.observers.RecallObserver`: the Recall ingress hands it every
 accepted event. For a bridged meeting (``AsappSettings.bridges``) it keeps one
 :class:`~relay.providers.asapp.stream.AsappStream` per speaker (separate audio) or one per meeting
 (mixed audio), all sharing the meeting's ``externalId`` (the Recall recording id), so ASAPP sees
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from relay.metrics import RelayMetrics
+from relay.core.metrics import RelayMetrics
 from relay.providers.asapp.config import AsappSettings
 from relay.providers.asapp.stream import AsappStream, SpeakerStream
-from relay.publish import EventPublisher
+from relay.core.publisher import EventPublisher
 from relay.schema import AudioChunkEvent, EventBase, Participant, ParticipantEvent, SessionRef, Source
 
 log = logging.getLogger("relay.asapp")

@@ -30,14 +30,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from relay.secret_files import read_secret
+from relay.core.secret_files import read_secret
 
 #: Recall metadata values that mean "no" for the bridge opt-in key.
 FALSY_METADATA = frozenset({"", "0", "false", "no", "off"})
 
 
 def _split(value: Any) -> Any:
-    # The same rule as relay.settings.split_commas; repeated because relay.settings imports this module.
+    # The same rule as relay.server.settings.split_commas; repeated because relay.server.settings imports this module.
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value

@@ -15,7 +15,7 @@ bounded by ``buffer_max_ms``; beyond it the oldest audio goes, counted by reason
 
 Every socket starts with ``POST /autotranscribe/v1/streaming-url`` (URLs are single-use and expire),
 then ``startStream`` and waits for ``startResponse`` 1000. Failures to get there are retried with
-:class:`~relay.backoff.Backoff` (``Retry-After`` honoured) unless they are permanent, which stops
+:class:`~relay.core.backoff.Backoff` (``Retry-After`` honoured) unless they are permanent, which stops
 this stream only (an ``stream.error`` event says so). After ``idle_finish_s`` without audio the
 socket is finished cleanly (ASAPP would end it with 4083) and a new one opens when audio returns;
 after ``rollover_after_s`` a new socket is opened first and the old one finished, so the 3 h limit
@@ -41,8 +41,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from relay.backoff import Backoff
-from relay.metrics import RelayMetrics
+from relay.core.backoff import Backoff
+from relay.core.metrics import RelayMetrics
 from relay.providers.asapp.config import AsappSettings
 from relay.providers.asapp.parse import (
     AsappMessageError,
@@ -59,7 +59,7 @@ from relay.providers.asapp.parse import (
 )
 from relay.providers.asapp.resample import OUT_BYTES_PER_MS, Downsampler, frame_length
 from relay.providers.asapp.timeline import AudioTimeline
-from relay.publish import EventPublisher
+from relay.core.publisher import EventPublisher
 from relay.schema import EventBase, Participant, SessionRef
 
 log = logging.getLogger("relay.asapp")

@@ -6,7 +6,7 @@ driving websockets' sans-I/O :class:`~websockets.server.ServerProtocol`. A frame
 ``data_received`` through :class:`~relay.providers.recall.parse.RecallParser` into the publisher's
 queue without a task switch, a per-connection queue or a suspended coroutine; an idle connection
 costs a few objects. After the handshake, complete data frames are cut out of each read by
-:class:`~relay.wsframes.DataFrameSplitter`; websockets handles the handshake, pings, the close
+:class:`~relay.core.wsframes.DataFrameSplitter`; websockets handles the handshake, pings, the close
 and anything unusual (fragments, protocol errors, oversize), as the splitter hands them over.
 uvicorn still owns the listening socket, HTTP and TLS, and hands WebSocket upgrades to
 :meth:`RecallIngress.protocol_factory` (its documented ``ws`` protocol-class option).
@@ -43,13 +43,13 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-from relay.metrics import RelayMetrics
-from relay.observe import RecallObserver
+from relay.core.metrics import RelayMetrics
+from relay.core.observers import RecallObserver
 from relay.providers.recall.auth import SignatureVerifier, TokenVerifier
 from relay.providers.recall.parse import FrameError, RecallParser
-from relay.publish import EventPublisher
+from relay.core.publisher import EventPublisher
 from relay.schema import EventRecord
-from relay.wsframes import CONTROL, REST, TEXT, DataFrameSplitter
+from relay.core.wsframes import CONTROL, REST, TEXT, DataFrameSplitter
 
 log = logging.getLogger("relay.recall")
 
@@ -175,7 +175,7 @@ class RecallConnection(asyncio.Protocol):
         self._uvicorn_connections = uvicorn_connections
         self._transport: asyncio.Transport | None = None
         self._ws = ServerProtocol(max_size=ingress.max_frame_bytes)
-        # After the handshake, data frames skip websockets' parser (relay/wsframes.py); None
+        # After the handshake, data frames skip websockets' parser (relay/core/wsframes.py); None
         # before that and once websockets took the stream over.
         self._splitter: DataFrameSplitter | None = None
         self._head: bytes | None = b""  # the bytes of the opening handshake, until it completes
@@ -261,7 +261,7 @@ class RecallConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._uvicorn_connections.discard(self)
         # Frees the connection by refcounting alone, not by the cyclic GC, whose full collections
-        # stop the loop (relay/gc_policy.py): end websockets' parser coroutine (idempotent), and drop the
+        # stop the loop (relay/core/gc_policy.py): end websockets' parser coroutine (idempotent), and drop the
         # traceback of the EOFError it keeps when the socket was cut mid-read, which refers back
         # to the protocol through the coroutine's frame.
         self._ws.receive_eof()

@@ -35,13 +35,13 @@ import websockets
 from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 
-from relay.backoff import Backoff
-from relay.metrics import RelayMetrics
+from relay.core.backoff import Backoff
+from relay.core.metrics import RelayMetrics
 from relay.providers.videodb.config import ResolvedCollection, VideoDBSettings
 from relay.providers.videodb.jobs import AuthRejected, JobBinder, UpstreamError, call
 from relay.providers.videodb.parse import FrameError, RtStreamInfo, parse_frame, parse_hello
 from relay.providers.videodb.registry import RtStreamRegistry
-from relay.publish import EventPublisher
+from relay.core.publisher import EventPublisher
 
 __all__ = ["VideoDBCollectionClient", "raise_if_cancelling"]
 

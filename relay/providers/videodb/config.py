@@ -26,7 +26,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from relay.secret_files import read_secret
+from relay.core.secret_files import read_secret
 
 __all__ = ["AlertRule", "CollectionSettings", "ResolvedCollection", "VideoDBSettings"]
 

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import httpx
 
-from relay.metrics import RelayMetrics
+from relay.core.metrics import RelayMetrics
 from relay.providers.videodb.config import AlertRule, VideoDBSettings
 from relay.providers.videodb.parse import RtStreamInfo
 

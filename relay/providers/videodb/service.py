@@ -24,13 +24,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.routing import BaseRoute
 
-from relay.metrics import RelayMetrics
+from relay.core.metrics import RelayMetrics
 from relay.providers.videodb.client import VideoDBCollectionClient, raise_if_cancelling
 from relay.providers.videodb.config import ResolvedCollection, VideoDBSettings
 from relay.providers.videodb.lease import Lease
 from relay.providers.videodb.registry import RtStreamRegistry
 from relay.providers.videodb.webhooks import WebhookReceiver
-from relay.publish import EventPublisher
+from relay.core.publisher import EventPublisher
 
 __all__ = ["VideoDBService"]
 

@@ -39,11 +39,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from relay.metrics import RelayMetrics
+from relay.core.metrics import RelayMetrics
 from relay.providers.videodb.config import VideoDBSettings
 from relay.providers.videodb.parse import FrameError, Webhook, parse_webhook
 from relay.providers.videodb.registry import RtStreamRegistry
-from relay.publish import EventPublisher
+from relay.core.publisher import EventPublisher
 
 __all__ = ["WebhookReceiver", "sign"]
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from relay.metrics import RelayMetrics
+from relay.core.metrics import RelayMetrics
 from relay.providers.asapp.bridge import AsappBridge
 from relay.providers.asapp.config import AsappSettings
-from relay.providers.asapp.emulator import AsappEmulator
+from relay.dev.asapp_emulator import AsappEmulator
 from relay.providers.asapp.resample import Downsampler
 from relay.providers.asapp.stream import StreamState
-from relay.publish import ChannelScheme, EventPublisher, PublisherConfig
+from relay.core.publisher import ChannelScheme, EventPublisher, PublisherConfig
 from relay.schema import (
     AudioChunk,
     AudioChunkEvent,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from relay.providers.asapp.config import AsappSettings
-from relay.settings import SettingsError, load_settings
+from relay.server.settings import SettingsError, load_settings
 
 
 def test_env_and_secret_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import connect
 
-from relay.providers.asapp.emulator import AsappEmulator
+from relay.dev.asapp_emulator import AsappEmulator
 from relay.schema import StreamSummaryEvent, TranscriptEvent
 from tests.providers.asapp.helpers import chunks, expected_8k, speech
 

@@ -163,7 +163,7 @@ async def test_oversize_frame_closes_1009_and_keeps_earlier_events(start_relay, 
 
 
 async def test_pings_and_fragmented_messages_between_frames_keep_every_event_in_order(start_relay, collect) -> None:
-    # Data frames take the splitter (relay/wsframes.py); a ping goes to websockets and back; a
+    # Data frames take the splitter (relay/core/wsframes.py); a ping goes to websockets and back; a
     # fragmented message hands the rest of the stream to websockets. Nothing is lost on the way.
     relay = await start_relay()
     events = collect("relay:events:*")
@@ -259,7 +259,7 @@ async def test_a_full_queue_stops_reading_the_socket_and_loses_nothing(start_rel
 async def test_a_finished_connection_leaves_no_cyclic_garbage(start_relay, collect, cut: bool) -> None:
     """Closed or cut, a bot's connection is freed by refcounting: nothing for the cyclic GC."""
     from relay.providers.recall.ingress import RecallConnection
-    from relay.server import RelayHttpProtocol
+    from relay.server.serve import RelayHttpProtocol
 
     relay = await start_relay()
     events = collect("relay:events:recall:*")

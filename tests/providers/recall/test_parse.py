@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from relay.providers.recall import frames
+from relay.dev import recall_frames as frames
 from relay.providers.recall.parse import FrameError, RecallParser
 from relay.schema import (
     AudioChunkEvent,

@@ -17,7 +17,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.providers.recall import frames
+from relay.dev import recall_frames as frames
 from relay.providers.recall.parse import FrameError, RecallParser
 from relay.schema import parse_event
 

@@ -11,12 +11,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 
-from relay.metrics import RelayMetrics
+from relay.core.metrics import RelayMetrics
 from relay.providers.videodb.config import VideoDBSettings
-from relay.embedded import AppServer
-from relay.providers.videodb.emulator import VideoDBEmulator
+from relay.dev.embedded import AppServer
+from relay.dev.videodb_emulator import VideoDBEmulator
 from relay.providers.videodb.service import VideoDBService
-from relay.publish import ChannelScheme, EventPublisher, PublisherConfig
+from relay.core.publisher import ChannelScheme, EventPublisher, PublisherConfig
 
 API_KEY = "sk-test-videodb"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.settings import SettingsError, load_settings
+from relay.server.settings import SettingsError, load_settings
 
 
 def test_collections_from_env_share_the_section_key(monkeypatch) -> None:

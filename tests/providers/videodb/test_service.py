@@ -10,7 +10,7 @@ from __future__ import annotations
 from relay.providers.videodb.webhooks import sign
 from relay.schema import AlertEvent, GenericEvent, IndexEvent, SessionStatusEvent, TranscriptEvent
 
-from relay.providers.videodb.emulator import VideoDBEmulator
+from relay.dev.videodb_emulator import VideoDBEmulator
 
 from .helpers import ACTIVE, API_KEY, FreezableProxy, running_service, sample, settings_for, wait_until
 

@@ -1,0 +1,345 @@
+"""Renders ``docs/events.md``: every event type of :mod:`relay.schema`, its channel, fields and a real example.
+
+Run ``python -m relay.tools.eventdocs > docs/events.md``; ``tests/tools/test_eventdocs.py`` fails when the
+committed file differs from what this renders, so the document cannot drift from the schema.
+
+Examples are *produced*, not hand-written: the Recall ones come from
+:class:`~relay.providers.recall.parse.RecallParser` fed the documented frames built by
+:mod:`relay.dev.recall_frames`, the VideoDB ones from its parser fed the seed's socket frames
+and webhook, the ASAPP ones from its parser's event builders. A type with no parser would be built
+from the schema classes and marked so (``Example(build=..., produced_by="")``).
+To keep the document stable, ids and receive times in examples are fixed.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import sys
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Final
+
+import orjson
+from pydantic import BaseModel
+
+from relay.providers.asapp import parse as asapp_parse
+from relay.dev import recall_frames as frames
+from relay.providers.recall.parse import RecallParser
+from relay.providers.videodb import parse as videodb_parse
+from relay.core.publisher import ChannelScheme
+from relay.schema import (
+    PARTICIPANT_TYPES,
+    SCHEMA_VERSION,
+    EventBase,
+    EventTime,
+    Participant,
+    SessionRef,
+)
+
+__all__ = ["Example", "MEANINGS", "examples", "render", "documented_types", "main"]
+
+RECEIVED: Final = datetime(2025, 3, 4, 10, 0, 5, 250000, tzinfo=timezone.utc)
+STARTED: Final = datetime(2025, 3, 4, 10, 0, 0, tzinfo=timezone.utc)
+#: Base64 longer than this is shortened in examples.
+_MAX_STRING: Final = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """How to get one type's example event, and what produced it (``""``: built from the schema)."""
+
+    build: Callable[[], EventBase]
+    produced_by: str = ""
+
+
+# What each type means, for readers who never saw the providers' docs.
+MEANINGS: Final[dict[str, str]] = {
+    "participant.*": "A participant joined, left, changed their details (name, email), started or stopped "
+                     "speaking, or turned their webcam or screenshare on or off.",
+    "chat.message": "A participant wrote in the meeting chat (`to`: `everyone` or `only_bot`).",
+    "transcript.final": "A finished utterance: its words will not change.",
+    "transcript.partial": "An interim result for an utterance still being spoken; later partials and the final "
+                          "replace it.",
+    "transcript.provider_data": "The transcription provider's own message, untouched, for consumers that need "
+                                "provider-specific detail.",
+    "audio.chunk": "A buffer of 16 kHz mono S16LE PCM: the meeting's mixed audio, or one participant's "
+                   "(`mix: separate`). An empty buffer means the participant is unmuted but silent.",
+    "video.frame": "One video frame of a participant's webcam or screenshare (PNG, or H.264).",
+    "index.visual": "A VideoDB description of what was on screen during a time span.",
+    "index.audio": "A VideoDB description of what was said or heard during a time span.",
+    "alert": "A VideoDB alert: a described condition became true (or stopped being true).",
+    "session.status": "A provider session changed state (e.g. a VideoDB capture session started or stopped).",
+    "stream.summary": "A provider stream finished and reported its totals (ASAPP `finalResponse`).",
+    "stream.error": "A provider stream stopped or failed; `permanent` says whether the relay gave up on it.",
+    "generic": "An event type the relay does not model (yet), passed through as the provider sent it, so a new "
+               "provider type never breaks consumers. `payload.provider_type` names it.",
+}  # fmt: skip
+
+
+#: Meanings of fields whose schema description is empty (the schema stays the source of truth
+#: wherever it has one).
+FIELD_NOTES: Final[dict[tuple[str, str], str]] = {
+    ("EventBase", "schema_version"): "Bumped only by incompatible schema changes.",
+    ("EventBase", "source"): "Which provider the event came from.",
+    ("EventBase", "type"): "What happened; picks the `payload` model. Dotted, so consumers can match by prefix.",
+    ("EventBase", "session"): "What the event belongs to (below).",
+    ("EventBase", "participant"): "Who it is about, when the provider says (below).",
+    ("EventBase", "time"): "When it happened and when the relay received it (below).",
+    ("SessionRef", "recording_metadata"): "The Recall recording's metadata.",
+    ("SessionRef", "bot_metadata"): "The Recall bot's metadata.",
+    ("Participant", "name"): "Display name.",
+    ("Participant", "email"): "Email, when the provider knows it (Recall: often only after `participant.update`).",
+    ("Participant", "is_host"): "Whether the participant hosts the meeting.",
+    ("Participant", "platform"): "Client platform as the provider names it (e.g. `desktop`).",
+    ("ParticipantChange", "action"): "What changed; the event's `type` is `participant.<action>`.",
+    ("ChatMessage", "text"): "The message.",
+    ("Transcript", "end"): "End of the last word, when known.",
+    ("Transcript", "is_final"): "`false` for partial (interim) results.",
+    ("Transcript", "words"): "Each word with its start and end (seconds since the session start).",
+    ("Transcript", "language"): "Language code, when the provider says.",
+    ("ProviderData", "data"): "The provider's payload, as sent.",
+    ("AudioChunk", "encoding"): "Always signed 16-bit little-endian PCM.",
+    ("AudioChunk", "sample_rate"): "Samples per second.",
+    ("AudioChunk", "channels"): "Always mono.",
+    ("AudioChunk", "mix"): "`mixed`: the whole meeting; `separate`: the event's participant only.",
+    ("AudioChunk", "duration_ms"): "`bytes / 32` for 16 kHz mono 16-bit audio.",
+    ("VideoFrame", "codec"): "Image or stream format of `image`.",
+    ("VideoFrame", "bytes"): "Length of the decoded frame in bytes.",
+    ("IndexResult", "text"): "The description.",
+    ("IndexResult", "start"): "Start of the described span.",
+    ("IndexResult", "end"): "End of the described span.",
+    ("Alert", "label"): "Which alert.",
+    ("Alert", "triggered"): "Whether the condition holds.",
+    ("Alert", "confidence"): "The provider's confidence, 0 to 1.",
+    ("Alert", "start"): "Start of the span the alert covers.",
+    ("Alert", "end"): "End of that span.",
+    ("SessionStatus", "status"): "The provider's state name.",
+    ("SessionStatus", "detail"): "Whatever else the provider said about the change.",
+    ("StreamSummary", "stream_id"): "The provider's stream id.",
+    ("StreamSummary", "status_code"): "The provider's final status.",
+    ("StreamSummary", "audio_bytes"): "Audio bytes the provider received.",
+    ("StreamSummary", "audio_duration_ms"): "Audio duration the provider received.",
+    ("StreamSummary", "streaming_seconds"): "How long the stream was open.",
+    ("StreamSummary", "transcripts"): "Transcripts the provider produced.",
+    ("StreamError", "code"): "A short error identifier.",
+    ("StreamError", "message"): "What went wrong, for humans.",
+    ("StreamError", "permanent"): "`true`: the relay gave up on the stream; `false`: it is retrying.",
+    ("Generic", "provider_type"): "The provider's own name for the event type.",
+    ("Generic", "data"): "The provider's event data, as sent.",
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Examples
+# ---------------------------------------------------------------------------------------------
+
+
+def _fixed(event: EventBase, n: int) -> EventBase:
+    return event.model_copy(update={"id": f"01956a3c-8f00-7000-8000-{n:012x}"})
+
+
+def _recall(make: Callable[[frames.BotIdentity, frames.Frame], frames.Frame | bytes], n: int) -> Callable[[], EventBase]:
+    def build() -> EventBase:
+        bot = frames.BotIdentity.create(random.Random(2025), started_at=STARTED)
+        alice = frames.participant(100, "Alice Moreau", is_host=True, email="alice@example.com")
+        frame = make(bot, alice)
+        [event] = RecallParser().feed(frame if isinstance(frame, bytes) else frames.encode(frame), received_at=RECEIVED)
+        return _fixed(event, n)
+
+    return build
+
+
+def _videodb(n: int, frame: dict[str, Any]) -> Callable[[], EventBase]:
+    def build() -> EventBase:
+        return _fixed(videodb_parse.parse_frame(frame, received=RECEIVED, sessions={
+            "rts-77c2aa": "cap-3f9a2c", "rts-81d0e4": "cap-3f9a2c"}), n)
+
+    return build
+
+
+def _videodb_webhook(n: int, body: dict[str, Any]) -> Callable[[], EventBase]:
+    def build() -> EventBase:
+        return _fixed(videodb_parse.parse_webhook(body, received=RECEIVED).published, n)
+
+    return build
+
+
+def _asapp(n: int, make: Callable[[SessionRef, Participant], EventBase]) -> Callable[[], EventBase]:
+    def build() -> EventBase:
+        session = SessionRef(id="a5437136-4b69-429a-9e0c-cd388fd8fee6", stream_name="participant:100")
+        who = Participant(id="100", name="Alice Moreau", email="alice@example.com", is_host=True, role="agent")
+        return _fixed(make(session, who), n)
+
+    return build
+
+
+def examples() -> dict[str, Example]:
+    """Every documented type (``participant.*`` standing for the nine participant types) -> its example."""
+    pcm = frames.tone_pcm(20)
+    return {
+        "participant.*": Example(_recall(lambda b, a: frames.participant_event(b, "join", a, 1.25), 1), "RecallParser"),
+        "chat.message": Example(_recall(lambda b, a: frames.chat_message(b, a, "link is in the invite", 4.0), 2), "RecallParser"),
+        "transcript.final": Example(_recall(
+            lambda b, a: frames.transcript(b, a, frames.words_at("thanks for joining", 6.0)), 3), "RecallParser"),
+        "transcript.partial": Example(_recall(
+            lambda b, a: frames.transcript(b, a, [("thanks", 6.0, None)], partial=True), 4), "RecallParser"),
+        "transcript.provider_data": Example(_recall(lambda b, a: frames.provider_data(b, {
+            "type": "Results", "is_final": True,
+            "channel": {"alternatives": [{"transcript": "thanks for joining", "confidence": 0.97}]}}), 5), "RecallParser"),
+        "audio.chunk": Example(_recall(lambda b, a: frames.audio_separate(b, a, pcm, 6.02), 6), "RecallParser"),
+        "video.frame": Example(_recall(lambda b, a: frames.video_png(b, a, frames.png_image(), 6.5), 7), "RecallParser"),
+        "index.visual": Example(_videodb(8, {
+            "channel": "visual_index", "rtstream_id": "rts-81d0e4", "rtstream_name": "display:1",
+            "data": {"text": "A slide titled 'Q3 roadmap' with three bullet points.",
+                     "start": 1764100830000, "end": 1764100840000}}), "videodb parse_frame"),
+        "index.audio": Example(_videodb(9, {
+            "channel": "audio_index", "rtstream_id": "rts-77c2aa", "rtstream_name": "mic:default",
+            "data": {"text": "The speaker summarizes the quarter's results.",
+                     "start": 1764100830000, "end": 1764100860000}}), "videodb parse_frame"),
+        "alert": Example(_videodb(10, {
+            "channel": "alert", "rtstream_id": "rts-81d0e4",
+            "data": {"label": "person_on_phone", "triggered": True, "confidence": 0.91,
+                     "start": 1764100830000, "end": 1764100835000}}), "videodb parse_frame"),
+        "session.status": Example(_videodb_webhook(11, {
+            "version": "2", "event": "capture_session.active", "timestamp": "2025-11-25T20:00:30Z",
+            "capture_session_id": "cap-3f9a2c", "end_user_id": "user_abc", "status": "active",
+            "data": {"rtstreams": [
+                {"rtstream_id": "rts-77c2aa", "name": "mic:default", "media_types": ["audio"]},
+                {"rtstream_id": "rts-81d0e4", "name": "display:1", "media_types": ["video"]}]}}),
+            "videodb parse_webhook"),
+        "stream.summary": Example(_asapp(12, lambda session, who: asapp_parse.summary_event(
+            asapp_parse.parse_message(orjson.dumps({
+                "message": "finalResponse", "streamId": "asapp-7c21", "status": {"code": "1000", "description": "OK"},
+                "summary": {"totalAudioBytes": 960000, "audioDurationMs": 60000, "streamingSeconds": 60.4,
+                            "transcripts": 14}})),
+            session=session, participant=who, received=RECEIVED)), "asapp parse_message + summary_event"),
+        "stream.error": Example(_asapp(13, lambda session, who: asapp_parse.error_event(
+            "4090", "stream too long (3 h limit)", permanent=False, session=session, participant=who,
+            received=RECEIVED)), "asapp error_event"),
+        "generic": Example(_recall(lambda b, a: {"event": "participant_events.reaction", "data": {
+            **b.envelope("participant_events", b.participant_events_id),
+            "data": {"participant": a, "timestamp": frames.timestamp(b, 9.0), "data": {"reaction": "thumbs_up"}}}}, 14),
+            "RecallParser"),
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type_name(a) for a in args)
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a!r}`".replace("'", '"') for a in args)
+    if origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "null"
+    if annotation is Any:
+        return "any"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " \\| ".join(f'`"{m.value}"`' for m in annotation)
+    if isinstance(annotation, type):
+        return {"str": "string", "float": "number", "int": "integer", "bool": "boolean"}.get(
+            annotation.__name__, annotation.__name__
+        )
+    return str(annotation)
+
+
+def _fields_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]:
+    lines = ["| field | type | meaning |", "| --- | --- | --- |"]
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        meaning = (info.description or FIELD_NOTES.get((model.__name__, name), "")).replace("|", "\\|")
+        lines.append(f"| `{name}` | {_type_name(info.annotation)} | {meaning} |")
+    return lines
+
+
+def _shorten(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _shorten(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shorten(v) for v in value]
+    if isinstance(value, str) and len(value) > _MAX_STRING:
+        return f"{value[:40]}… ({len(value)} characters)"
+    return value
+
+
+def _example_json(event: EventBase) -> str:
+    shortened = dict(event.model_dump(mode="json"))
+    payload = shortened["payload"]
+    if isinstance(payload, dict):
+        shortened["payload"] = {k: _shorten(v) if k in ("audio", "image") else v for k, v in payload.items()}
+    return orjson.dumps(shortened, option=orjson.OPT_INDENT_2).decode()
+
+
+def _channel(event: EventBase, type_: str) -> str:
+    kind = "media" if event.is_media else "events"
+    return f"`{ChannelScheme().prefix}:{kind}:<source>:<session>:{type_}`"
+
+
+def render() -> str:
+    """The whole of ``docs/events.md``."""
+    out = [
+        "# Relay events",
+        "",
+        "<!-- Generated by `python -m relay.tools.eventdocs > docs/events.md`; do not edit by hand. -->",
+        "",
+        f"Every event the relay publishes on Redis, schema version {SCHEMA_VERSION}. An event is an envelope",
+        "(below) plus a `payload` chosen by `type`. Text events go to `relay:events:<source>:<session>:<type>`,",
+        "audio and video to `relay:media:<source>:<session>:<type>`, so `PSUBSCRIBE relay:events:*` gets every",
+        "text event without a single audio buffer. `<session>` is `session.id` with `: * ? [ ] \\` and",
+        "whitespace replaced by `_`. Consumers parse any event with `relay.schema.parse_event`; a type they do",
+        "not know parses as `generic`. Delivery is at least once: deduplicate on `id`.",
+        "",
+        "Examples are real parser output on documented provider frames where a parser exists (marked",
+        "*produced by*), otherwise built from the schema classes; ids and times are fixed so this file is",
+        "stable, and long base64 is shortened.",
+        "",
+        "## Envelope",
+        "",
+        *_fields_table(EventBase, skip=("payload",)),
+        "",
+    ]
+    for title, model in (("session", SessionRef), ("participant", Participant), ("time", EventTime)):
+        out += [f"### `{title}`", "", *_fields_table(model), ""]
+
+    out += ["## Types", ""]
+    documented = examples()
+    for key, example in documented.items():
+        event = example.build()
+        cls = type(event)
+        out += [f"### `{key}`", "", MEANINGS[key], ""]
+        if key == "participant.*":
+            out += ["| type | channel |", "| --- | --- |"]
+            out += [f"| `{t}` | {_channel(event, t)} |" for t in PARTICIPANT_TYPES]
+        else:
+            out += [f"Channel: {_channel(event, event.type)}"]
+        out += ["", f"Payload (`{cls.model_fields['payload'].annotation.__name__}`):", ""]
+        out += _fields_table(cls.model_fields["payload"].annotation)
+        origin = f"produced by `{example.produced_by}` from a documented frame" if example.produced_by else "built from the schema classes (no parser output yet)"
+        out += ["", f"Example ({origin}):", "", "```json", _example_json(event), "```", ""]
+    return "\n".join(out)
+
+
+def documented_types() -> set[str]:
+    """Every concrete ``type`` value the document covers."""
+    keys = set(examples())
+    return (keys - {"participant.*"}) | set(PARTICIPANT_TYPES)
+
+
+def main() -> None:
+    sys.stdout.write(render())
+
+
+if __name__ == "__main__":
+    main()
