@@ -8,7 +8,7 @@
         async for event in client:
             print(event.session.id, event.participant and event.participant.name, event.payload.text)
 
-Filters map onto Redis ``PSUBSCRIBE`` patterns through :class:`~relay.core.publisher.ChannelScheme`, the
+Filters map onto Redis ``PSUBSCRIBE`` patterns through :class:`~relay.channels.ChannelScheme`, the
 same code that names the channels the relay publishes on, so the two cannot drift apart. Each
 event arrives as its schema model (:func:`relay.schema.parse_event`): a
 :class:`~relay.schema.TranscriptEvent` has a typed ``payload``, an unknown type is a
@@ -46,9 +46,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.core.backoff import Backoff
-from relay.core.publisher import ChannelScheme
+from relay.channels import ChannelScheme
 from relay.schema import TYPE_TO_CLASS, EventBase, Source, parse_event
-from relay.server.settings import DEFAULT_REDIS_URL
+from relay.channels import DEFAULT_REDIS_URL
 
 __all__ = ["RelayClient", "subscription_patterns"]
 

@@ -14,7 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from relay.client import RelayClient, subscription_patterns
-from relay.core.publisher import ChannelScheme, EventPublisher, PublisherConfig
+from relay.channels import ChannelScheme
+from relay.core.publisher import EventPublisher, PublisherConfig
 from relay.schema import (
     AudioChunk,
     AudioChunkEvent,

@@ -42,43 +42,13 @@ from prometheus_client import Counter
 from relay.core.backoff import Backoff
 from relay.core.metrics import RelayMetrics
 from relay.core.redis_link import RedisPublishLink, publish_head
+from relay.channels import ChannelScheme
 from relay.schema import EventBase, EventRecord
 
 log = logging.getLogger("relay.publish")
 
-#: Characters that would break channel parsing or act as glob syntax in PSUBSCRIBE patterns.
-_CHANNEL_UNSAFE: Final = str.maketrans({c: "_" for c in ":*?[]\\ \t\r\n"})
 #: Routes (channel, labels) cached per (source, session, type); cleared when full (sessions come and go).
 _MAX_CACHED_ROUTES: Final = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelScheme:
-    """Names Redis channels so consumers can subscribe by pattern.
-
-    ``<prefix>:events:<source>:<session>:<type>`` for text events and
-    ``<prefix>:media:<source>:<session>:<type>`` for audio and video, so ``relay:events:*`` gets
-    every text event of every provider without a single audio buffer. ``<session>`` is the session
-    id with ``: * ? [ ] \\`` and whitespace replaced by ``_`` (the event body keeps the real id).
-
-    Examples: ``relay:events:recall:*:transcript.*`` (all Recall transcripts),
-    ``relay:*:*:<session>:*`` (everything about one session), ``relay:media:recall:*:audio.chunk``.
-    """
-
-    prefix: str = "relay"
-
-    def channel(self, event: EventBase | EventRecord) -> str:
-        kind = "media" if event.is_media else "events"
-        session = event.session.id.translate(_CHANNEL_UNSAFE) or "_"
-        return f"{self.prefix}:{kind}:{event.source.value}:{session}:{event.type}"
-
-    def pattern(
-        self, *, source: str | None = None, session: str | None = None, type: str | None = None, media: bool = False
-    ) -> str:
-        """The PSUBSCRIBE pattern for a filter; ``None`` matches anything. ``type`` may end in ``*``."""
-        kind = "media" if media else "events"
-        sess = session.translate(_CHANNEL_UNSAFE) if session is not None else "*"
-        return f"{self.prefix}:{kind}:{source or '*'}:{sess}:{type or '*'}"
 
 
 class _Outgoing:

@@ -31,7 +31,8 @@ from relay.providers.asapp.bridge import AsappBridge
 from relay.providers.recall.auth import SignatureVerifier, TokenVerifier
 from relay.providers.recall.ingress import RecallIngress
 from relay.providers.videodb.service import VideoDBService
-from relay.core.publisher import ChannelScheme, EventPublisher, PublisherConfig
+from relay.channels import ChannelScheme
+from relay.core.publisher import EventPublisher, PublisherConfig
 from relay.server.settings import Settings
 
 log = logging.getLogger("relay")

@@ -19,11 +19,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from relay.channels import DEFAULT_REDIS_URL
+from relay.core.secret_files import read_secret_lines
+from relay.errors import ConfigError
 from relay.providers.asapp.config import AsappSettings
 from relay.providers.videodb.config import VideoDBSettings
-from relay.core.secret_files import read_secret_lines
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 class RedisURL(str):
     """A Redis URL whose ``repr`` hides its password: settings get printed, logged and dumped.
@@ -158,14 +159,10 @@ class Settings(BaseSettings):
     asapp: AsappSettings = AsappSettings()
 
 
-class SettingsError(Exception):
-    """A setting is invalid; the message names it and never contains a secret's value."""
-
-
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Read settings from the environment and ``config_file``; raise :class:`SettingsError` if invalid."""
+    """Read settings from the environment and ``config_file``; raise :class:`ConfigError` if invalid."""
     if config_file is not None and not config_file.is_file():
-        raise SettingsError(f"--config: {config_file} is not a readable file")
+        raise ConfigError(f"--config: {config_file} is not a readable file")
 
     class _Settings(Settings):
         @classmethod
@@ -185,9 +182,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return _Settings(**overrides)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
+        raise ConfigError(_describe(exc)) from None
     except ValueError as exc:  # a TOML syntax error
-        raise SettingsError(f"{config_file}: {exc}") from None
+        raise ConfigError(f"{config_file}: {exc}") from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -4,7 +4,7 @@ Run ``python -m relay.tools.asyncapi > docs/asyncapi.yaml`` (``make docs``); ``t
 fails when the committed file differs from what this renders, so it cannot drift from the code.
 
 Everything comes from the code that defines it: channel addresses from
-:class:`~relay.core.publisher.ChannelScheme`, payload schemas from :func:`relay.schema.json_schema` (its
+:class:`~relay.channels.ChannelScheme`, payload schemas from :func:`relay.schema.json_schema` (its
 ``$defs`` become ``components.schemas``), and one message per event type with the meaning and the
 real example that ``docs/events.md`` shows (:mod:`relay.tools.eventdocs`).
 """
@@ -17,7 +17,7 @@ from typing import Any, Final
 import yaml
 
 from relay.tools.eventdocs import MEANINGS, examples
-from relay.core.publisher import ChannelScheme
+from relay.channels import ChannelScheme
 from relay.schema import SCHEMA_VERSION, TYPE_TO_CLASS, EventBase, GenericEvent, Source, json_schema
 
 __all__ = ["document", "render"]

@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import BaseModel, SecretStr
 
-from relay.server.settings import DEFAULT_REDIS_URL, RedisURL, SettingsError, load_settings
+from relay.channels import DEFAULT_REDIS_URL
+from relay.errors import ConfigError
+from relay.server.settings import RedisURL, load_settings
 
 log = logging.getLogger("relay")
 
@@ -52,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sections: dict[str, dict[str, Any]] = {"server": overrides} if overrides else {}
     try:
         settings = load_settings(args.config, **sections)
-    except SettingsError as exc:
+    except ConfigError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 2
 
@@ -131,7 +133,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config)
-    except SettingsError as exc:
+    except ConfigError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(tail.run(args, redis_url=args.redis_url or settings.redis.url, prefix=settings.redis.channel_prefix))

@@ -47,7 +47,8 @@ from relay.dev.local_redis import INSTALL_HINT, RedisServerProcess, redis_answer
 from relay.dev.asapp_emulator import AsappEmulator, EmulatorConfig
 from relay.dev.recall_simulator import MeetingOptions, RetryPolicy, SimulatedBot, run_meeting
 from relay.dev.videodb_emulator import VideoDBEmulator
-from relay.server.settings import Settings, SettingsError, load_settings
+from relay.errors import ConfigError
+from relay.server.settings import Settings, load_settings
 from relay.tools.tail import EventPrinter
 
 __all__ = ["DemoOptions", "demo", "relay_settings", "run"]
@@ -297,7 +298,7 @@ async def demo(options: DemoOptions, stop: asyncio.Event, status: _Status) -> in
     """Start, play, show, stop. ``stop`` ends it early (the signal handlers set it)."""
     try:
         base = load_settings(options.config)
-    except SettingsError as exc:
+    except ConfigError as exc:
         status.say(f"relay: {exc}")
         return 2
     printer = EventPrinter(json=options.json)
@@ -309,7 +310,7 @@ async def demo(options: DemoOptions, stop: asyncio.Event, status: _Status) -> in
         videodb = await stack.enter_async_context(_videodb_emulator(status))
         try:
             settings = relay_settings(options.config, redis_url, options.port, asapp, videodb)
-        except SettingsError as exc:
+        except ConfigError as exc:
             status.say(f"relay: {exc}")
             return 2
         client = await stack.enter_async_context(

@@ -30,7 +30,7 @@ from relay.providers.asapp import parse as asapp_parse
 from relay.dev import recall_frames as frames
 from relay.providers.recall.parse import RecallParser
 from relay.providers.videodb import parse as videodb_parse
-from relay.core.publisher import ChannelScheme
+from relay.channels import ChannelScheme
 from relay.schema import (
     PARTICIPANT_TYPES,
     SCHEMA_VERSION,

@@ -7,7 +7,8 @@ import asyncio
 import redis.asyncio as aioredis
 
 from relay.core.metrics import RelayMetrics
-from relay.core.publisher import ChannelScheme, EventPublisher, PublisherConfig
+from relay.channels import ChannelScheme
+from relay.core.publisher import EventPublisher, PublisherConfig
 from relay.schema import (
     AudioChunk,
     AudioChunkEvent,

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.server.settings import DEFAULT_REDIS_URL, SettingsError, load_settings
+from relay.errors import ConfigError
+from relay.channels import DEFAULT_REDIS_URL
+from relay.server.settings import load_settings
 
 TOKEN_A = "token-aaaaaaaaaaaaaaaa"
 TOKEN_B = "token-bbbbbbbbbbbbbbbb"
@@ -66,7 +68,7 @@ def test_tokens_from_a_file_add_to_the_list(tmp_path: Path, monkeypatch: pytest.
 )
 def test_a_bad_setting_names_itself_and_not_its_value(monkeypatch: pytest.MonkeyPatch, name: str, value: str, named: str) -> None:
     monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError) as info:
+    with pytest.raises(ConfigError) as info:
         load_settings()
     assert named in str(info.value)
     if "TOKENS" in name and "FILE" not in name:

@@ -9,7 +9,7 @@ import orjson
 import yaml
 
 from relay.tools.asyncapi import document, render
-from relay.core.publisher import ChannelScheme
+from relay.channels import ChannelScheme
 from relay.schema import TYPE_TO_CLASS, parse_event
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"

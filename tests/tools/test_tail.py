@@ -13,7 +13,7 @@ import orjson
 import redis.asyncio as aioredis
 from rich.console import Console
 
-from relay.core.publisher import ChannelScheme
+from relay.channels import ChannelScheme
 from relay.schema import (
     Alert,
     AlertEvent,

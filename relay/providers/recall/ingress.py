@@ -46,7 +46,8 @@ from websockets.server import ServerProtocol
 from relay.core.metrics import RelayMetrics
 from relay.core.observers import RecallObserver
 from relay.providers.recall.auth import SignatureVerifier, TokenVerifier
-from relay.providers.recall.parse import FrameError, RecallParser
+from relay.errors import FrameRejected
+from relay.providers.recall.parse import RecallParser
 from relay.core.publisher import EventPublisher
 from relay.schema import EventRecord
 from relay.core.wsframes import CONTROL, REST, TEXT, DataFrameSplitter
@@ -405,11 +406,11 @@ class RecallConnection(asyncio.Protocol):
         try:
             payload: str | bytes = data.decode() if text else data
         except UnicodeDecodeError:
-            self._reject(FrameError("invalid_utf8", "text frame is not UTF-8"))
+            self._reject(FrameRejected("invalid_utf8", "text frame is not UTF-8"))
             return
         try:
             events = parser.feed_records(payload, datetime.now(_UTC))
-        except FrameError as exc:
+        except FrameRejected as exc:
             self._reject(exc)
             return
         accept = ingress.publisher.accept
@@ -447,7 +448,7 @@ class RecallConnection(asyncio.Protocol):
                 self._ingress.metrics.frames_rejected.labels(SOURCE, "observer_error").inc()
                 log.exception("observer %s failed on a %s event", type(observer).__name__, event.type)
 
-    def _reject(self, exc: FrameError) -> None:
+    def _reject(self, exc: FrameRejected) -> None:
         self._rejected += 1
         self._ingress.metrics.frames_rejected.labels(SOURCE, exc.reason).inc()
         if self._rejected == 1:  # once per connection; the metric counts the rest

@@ -15,8 +15,8 @@ Two protocols arrive on the same kind of socket:
   carries nothing but the session, which every following event repeats; it only sets
   :attr:`RecallParser.session` and switches binary frames to media.
 
-Errors: any malformed frame raises :class:`FrameError` -- and nothing else, whatever the input --
-whose ``reason`` is one of :attr:`FrameError.REASONS` (a bounded metric label). Unknown fields are
+Errors: any malformed frame raises :class:`FrameRejected` -- and nothing else, whatever the input --
+whose ``reason`` is one of :data:`relay.errors.REJECT_REASONS` (a bounded metric label). Unknown fields are
 ignored; known fields of the wrong type are errors. Unknown event *types* are not errors: Recall
 adds types, so they pass through as :class:`~relay.schema.GenericEvent`.
 
@@ -50,6 +50,7 @@ import orjson
 
 from pydantic import BaseModel, ValidationError
 
+from relay.errors import FrameRejected
 from relay.schema import (
     SCHEMA_VERSION,
     AudioChunkEvent,
@@ -67,7 +68,7 @@ from relay.schema import (
     new_event_id,
 )
 
-__all__ = ["FrameError", "RecallParser", "PCM_BYTES_PER_MS", "PNG_MAGIC"]
+__all__ = ["RecallParser", "PCM_BYTES_PER_MS", "PNG_MAGIC"]
 
 _E = TypeVar("_E", bound=BaseModel)
 
@@ -93,43 +94,15 @@ _Known = tuple[Any, "dict[str, Any] | None"]
 _NOBODY: Final[_Known] = (None, None)
 
 
-class FrameError(Exception):
-    """A frame the parser cannot turn into events.
-
-    ``reason`` is one of :attr:`REASONS`: a short fixed identifier, safe as a metric label.
-    ``detail`` says where (a field path such as ``data.recording.id``), never frame content, so it
-    is safe to log.
-    """
-
-    REASONS: ClassVar[frozenset[str]] = frozenset({
-        "invalid_json",           # not JSON at all
-        "invalid_utf8",           # a text/JSON frame that is not valid UTF-8
-        "not_an_object",          # JSON, but not an object
-        "missing_field",          # a required field is absent (or null)
-        "invalid_field",          # a known field has the wrong type or an impossible value
-        "invalid_base64",         # an audio/video buffer that is not standard padded base64
-        "unsupported_protocol",   # a legacy header with a protocol_version other than 1
-        "binary_before_header",   # a non-JSON binary frame before any legacy header
-        "short_binary_frame",     # a legacy binary frame too short for its prefix
-        "invalid_frame_type",     # neither str nor bytes (a caller bug)
-        "internal_error",         # a parser bug; counted rather than crashing the connection
-    })  # fmt: skip
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason} ({detail})" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
 # ---------------------------------------------------------------------------------------------
-# Field readers: each checks one JSON value's type and raises FrameError naming the field.
+# Field readers: each checks one JSON value's type and raises FrameRejected naming the field.
 # ---------------------------------------------------------------------------------------------
 
 
 def _obj(value: Any, field: str) -> dict[str, Any]:
     if type(value) is dict:
         return value
-    raise FrameError("missing_field" if value is None else "invalid_field", field)
+    raise FrameRejected("missing_field" if value is None else "invalid_field", field)
 
 
 def _opt_obj(value: Any, field: str) -> dict[str, Any]:
@@ -138,25 +111,25 @@ def _opt_obj(value: Any, field: str) -> dict[str, Any]:
         return value
     if value is None:
         return {}
-    raise FrameError("invalid_field", field)
+    raise FrameRejected("invalid_field", field)
 
 
 def _str(value: Any, field: str) -> str:
     if type(value) is str:
         return value
-    raise FrameError("missing_field" if value is None else "invalid_field", field)
+    raise FrameRejected("missing_field" if value is None else "invalid_field", field)
 
 
 def _opt_str(value: Any, field: str) -> str | None:
     if value is None or type(value) is str:
         return value
-    raise FrameError("invalid_field", field)
+    raise FrameRejected("invalid_field", field)
 
 
 def _opt_bool(value: Any, field: str) -> bool | None:
     if value is None or type(value) is bool:
         return value
-    raise FrameError("invalid_field", field)
+    raise FrameRejected("invalid_field", field)
 
 
 def _opt_float(value: Any, field: str) -> float | None:
@@ -168,7 +141,7 @@ def _opt_float(value: Any, field: str) -> float | None:
         return float(value)
     if value is None:
         return None
-    raise FrameError("invalid_field", field)
+    raise FrameRejected("invalid_field", field)
 
 
 def _opt_datetime(value: Any, field: str) -> datetime | None:
@@ -176,14 +149,14 @@ def _opt_datetime(value: Any, field: str) -> datetime | None:
     if value is None:
         return None
     if type(value) is not str:
-        raise FrameError("invalid_field", field)
+        raise FrameRejected("invalid_field", field)
     try:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             return parsed.replace(tzinfo=_UTC)
         return parsed.astimezone(_UTC)
     except (ValueError, OverflowError):
-        raise FrameError("invalid_field", field) from None
+        raise FrameRejected("invalid_field", field) from None
 
 
 def _base64_len(value: Any, field: str) -> int:
@@ -194,15 +167,15 @@ def _base64_len(value: Any, field: str) -> int:
     only as the last one or two characters.
     """
     if type(value) is not str:
-        raise FrameError("missing_field" if value is None else "invalid_field", field)
+        raise FrameRejected("missing_field" if value is None else "invalid_field", field)
     n = len(value)
     if not n:
         return 0
     if n % 4 or not value.isascii():
-        raise FrameError("invalid_base64", field)
+        raise FrameRejected("invalid_base64", field)
     pad = 2 if value.endswith("==") else 1 if value[-1] == "=" else 0
     if value.find("=", 0, n - pad) != -1 or value.encode("ascii").translate(None, _B64_ALPHABET):
-        raise FrameError("invalid_base64", field)
+        raise FrameRejected("invalid_base64", field)
     return n // 4 * 3 - pad
 
 
@@ -217,7 +190,7 @@ def _time(raw: Any, received: datetime) -> dict[str, Any]:
     if raw is None:
         return {"relative": None, "absolute": None, "received": received}
     if type(raw) is not dict:
-        raise FrameError("invalid_field", "data.data.timestamp")
+        raise FrameRejected("invalid_field", "data.data.timestamp")
     relative = raw.get("relative")
     if type(relative) is not float:
         relative = _opt_float(relative, "data.data.timestamp.relative")
@@ -260,14 +233,14 @@ def _validate(cls: type[_E], fields: dict[str, Any]) -> _E:
         return cls.model_validate(fields)
     except ValidationError as exc:
         loc = ".".join(str(p) for p in exc.errors(include_url=False, include_input=False)[0]["loc"])
-        raise FrameError("invalid_field", loc) from None
+        raise FrameRejected("invalid_field", loc) from None
 
 
 def _word_time(raw: Any, field: str) -> tuple[float | None, datetime | None]:
     if raw is None:
         return None, None
     if type(raw) is not dict:
-        raise FrameError("invalid_field", field)
+        raise FrameRejected("invalid_field", field)
     return _opt_float(raw.get("relative"), field + ".relative"), _opt_datetime(raw.get("absolute"), field + ".absolute")
 
 
@@ -276,7 +249,7 @@ def _build_participant(raw: dict[str, Any]) -> _Known:
     if type(pid) is int:
         pid = str(pid)
     elif pid is not None and type(pid) is not str:
-        raise FrameError("invalid_field", "participant.id")
+        raise FrameRejected("invalid_field", "participant.id")
     return _known(_validate(Participant, {
         "id": pid,
         "name": _opt_str(raw.get("name"), "participant.name"),
@@ -335,14 +308,14 @@ def _checked_words(raw_words: list[Any]) -> tuple[list[dict[str, Any]], list[str
     """A transcript's words, their texts and the first word's absolute time, every field checked.
 
     The general path, for words :func:`_plain_words` does not take: it raises the
-    :class:`FrameError` of the first bad field (word by word: text, start, end).
+    :class:`FrameRejected` of the first bad field (word by word: text, start, end).
     """
     words: list[dict[str, Any]] = []
     texts: list[str] = []
     first_abs: datetime | None = None
     for raw in raw_words:
         if type(raw) is not dict:
-            raise FrameError("invalid_field", "data.data.words[]")
+            raise FrameRejected("invalid_field", "data.data.words[]")
         text = _str(raw.get("text"), "data.data.words[].text")
         start, start_abs = _word_time(raw.get("start_timestamp"), "data.data.words[].start_timestamp")
         end, _ = _word_time(raw.get("end_timestamp"), "data.data.words[].end_timestamp")
@@ -365,8 +338,8 @@ def _loads(frame: str | bytes | bytearray | memoryview) -> Any:
         else:
             bytes(frame).decode("utf-8")
     except UnicodeError:
-        raise FrameError("invalid_utf8") from None
-    raise FrameError("invalid_json")
+        raise FrameRejected("invalid_utf8") from None
+    raise FrameRejected("invalid_json")
 
 
 def _looks_like_json(frame: bytes | bytearray | memoryview) -> bool:
@@ -547,7 +520,7 @@ class RecallParser:
         return self._legacy is not None
 
     def feed(self, frame: str | bytes | bytearray | memoryview, received_at: datetime | None = None) -> list[EventBase]:
-        """Parse one frame into zero or more validated events; raise :class:`FrameError` if it is malformed.
+        """Parse one frame into zero or more validated events; raise :class:`FrameRejected` if it is malformed.
 
         ``received_at`` is when the relay received the frame (UTC; default: now). A failed frame
         leaves the parser's state as it was, so the connection can go on.
@@ -557,7 +530,7 @@ class RecallParser:
             return [record.model() for record in records]
         except ValidationError as exc:  # the checks below let a bad value through: a parser bug
             loc = ".".join(str(p) for p in exc.errors(include_url=False, include_input=False)[0]["loc"])
-            raise FrameError("invalid_field", loc) from None
+            raise FrameRejected("invalid_field", loc) from None
 
     def feed_records(
         self, frame: str | bytes | bytearray | memoryview, received_at: datetime | None = None
@@ -573,11 +546,11 @@ class RecallParser:
                 return self._text(frame, received)
             if isinstance(frame, (bytes, bytearray, memoryview)):
                 return self._binary(frame, received)
-            raise FrameError("invalid_frame_type", type(frame).__name__)
-        except FrameError:
+            raise FrameRejected("invalid_frame_type", type(frame).__name__)
+        except FrameRejected:
             raise
         except Exception as exc:  # a parser bug must cost one frame, not the connection
-            raise FrameError("internal_error", type(exc).__name__) from exc
+            raise FrameRejected("internal_error", type(exc).__name__) from exc
 
     # --- the typed fast path (see the Structs above) ---------------------------------------------
 
@@ -591,7 +564,7 @@ class RecallParser:
             return self._json(_loads(frame), received)
         try:
             out = self._fast(msg, received)
-        except FrameError:  # a bad value (time, base64): the checked path names the first bad field
+        except FrameRejected:  # a bad value (time, base64): the checked path names the first bad field
             out = None
         if out is not None:
             return out
@@ -663,7 +636,7 @@ class RecallParser:
 
     def _json(self, obj: Any, received: datetime) -> list[EventRecord]:
         if type(obj) is not dict:
-            raise FrameError("not_an_object")
+            raise FrameRejected("not_an_object")
         event = obj.get("event")
         if event is None and "protocol_version" in obj:
             self._legacy_header(obj)
@@ -696,7 +669,7 @@ class RecallParser:
         if raw is None:
             return _NOBODY
         if type(raw) is not dict:
-            raise FrameError("invalid_field", field)
+            raise FrameRejected("invalid_field", field)
         pid = raw.get("id")
         cached = self._participants.get(pid) if type(pid) in (int, str) else None
         if cached is not None and cached[0] == raw:
@@ -730,7 +703,7 @@ class RecallParser:
     def _transcript(self, name: str, inner: dict[str, Any], session: _Known, received: datetime) -> EventRecord:
         raw_words = inner.get("words")
         if type(raw_words) is not list:
-            raise FrameError("missing_field" if raw_words is None else "invalid_field", "data.data.words")
+            raise FrameRejected("missing_field" if raw_words is None else "invalid_field", "data.data.words")
         first_abs: datetime | None = None
         plain = _plain_words(raw_words)
         if plain is not None:
@@ -797,11 +770,11 @@ class RecallParser:
         if type(inner) is dict:
             try:
                 participant = self._participant(inner.get("participant"))
-            except FrameError:
+            except FrameRejected:
                 pass
             try:
                 time = _time(inner.get("timestamp"), received)
-            except FrameError:
+            except FrameRejected:
                 pass
         return _event(GenericEvent, "generic", session, participant, time, {"data": inner, "provider_type": name})
 
@@ -822,12 +795,12 @@ class RecallParser:
     def _legacy_header(self, obj: dict[str, Any]) -> None:
         version = obj.get("protocol_version")
         if type(version) is not int:
-            raise FrameError("invalid_field", "protocol_version")
+            raise FrameRejected("invalid_field", "protocol_version")
         if version != 1:
-            raise FrameError("unsupported_protocol", "protocol_version")
+            raise FrameRejected("unsupported_protocol", "protocol_version")
         separate = obj.get("separate_streams", False)
         if type(separate) is not bool:
-            raise FrameError("invalid_field", "separate_streams")
+            raise FrameRejected("invalid_field", "separate_streams")
         offset = _opt_float(obj.get("offset"), "offset") or 0.0
         session = _known(_validate(SessionRef, {
             "id": _str(obj.get("recording_id"), "recording_id"),
@@ -840,7 +813,7 @@ class RecallParser:
     def _binary(self, frame: bytes | bytearray | memoryview, received: datetime) -> list[EventRecord]:
         if self._legacy is None:
             if not _looks_like_json(frame):
-                raise FrameError("binary_before_header")
+                raise FrameRejected("binary_before_header")
             return self._json(_loads(frame), received)
         if frame[:1] == b"{":
             # A participant id of 123 also starts with "{": try JSON, fall back to media.
@@ -872,7 +845,7 @@ class RecallParser:
         pcm = memoryview(frame)
         if separate:
             if len(frame) < 4:
-                raise FrameError("short_binary_frame", "participant id")
+                raise FrameRejected("short_binary_frame", "participant id")
             (pid,) = _LE_U32.unpack_from(frame)
             participant = self._legacy_participant(pid)
             pcm = pcm[4:]

@@ -38,7 +38,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from relay.core.backoff import Backoff
 from relay.core.metrics import RelayMetrics
 from relay.providers.videodb.config import ResolvedCollection, VideoDBSettings
-from relay.providers.videodb.jobs import AuthRejected, JobBinder, UpstreamError, call
+from relay.errors import AuthRejected, UpstreamError
+from relay.providers.videodb.jobs import JobBinder, call
 from relay.providers.videodb.parse import FrameError, RtStreamInfo, parse_frame, parse_hello
 from relay.providers.videodb.registry import RtStreamRegistry
 from relay.core.publisher import EventPublisher

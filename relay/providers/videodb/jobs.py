@@ -14,10 +14,11 @@ from typing import Any, Final
 import httpx
 
 from relay.core.metrics import RelayMetrics
+from relay.errors import AuthRejected, UpstreamError
 from relay.providers.videodb.config import AlertRule, VideoDBSettings
 from relay.providers.videodb.parse import RtStreamInfo
 
-__all__ = ["JOB_PATHS", "AuthRejected", "JobBinder", "UpstreamError"]
+__all__ = ["JOB_PATHS", "JobBinder", "call"]
 
 #: The REST paths of the real-time jobs (the emulator serves the same ones). ``/index/audio`` is
 #: an assumption: the protocol notes name ``index_audio`` but not its path.
@@ -30,18 +31,6 @@ JOB_PATHS: Final[dict[str, str]] = {
 }
 
 log = logging.getLogger("relay.videodb.jobs")
-
-
-class AuthRejected(Exception):
-    """VideoDB answered 401/403: the key is wrong or revoked; retrying will not help."""
-
-
-class UpstreamError(Exception):
-    """A VideoDB REST call failed in a way worth retrying (5xx, network, unexpected body)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 async def call(http: httpx.AsyncClient, method: str, path: str, json: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -113,6 +102,8 @@ class JobBinder:
     async def _job(self, job: str, path: str, body: dict[str, Any], count: bool = True) -> dict[str, Any] | None:
         try:
             data = await call(self._http, "POST", path, body)
+        except AuthRejected:
+            raise  # the whole collection stops (see bind)
         except UpstreamError as exc:
             self._metrics.videodb_jobs_bound.labels(job, "error").inc()
             log.warning("videodb: starting %s failed (%s): %s", job, exc.reason, path)

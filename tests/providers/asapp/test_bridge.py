@@ -22,7 +22,8 @@ from relay.providers.asapp.config import AsappSettings
 from relay.dev.asapp_emulator import AsappEmulator
 from relay.providers.asapp.resample import Downsampler
 from relay.providers.asapp.stream import StreamState
-from relay.core.publisher import ChannelScheme, EventPublisher, PublisherConfig
+from relay.channels import ChannelScheme
+from relay.core.publisher import EventPublisher, PublisherConfig
 from relay.schema import (
     AudioChunk,
     AudioChunkEvent,

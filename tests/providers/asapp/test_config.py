@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from relay.providers.asapp.config import AsappSettings
-from relay.server.settings import SettingsError, load_settings
+from relay.errors import ConfigError
+from relay.server.settings import load_settings
 
 
 def test_env_and_secret_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -28,7 +29,7 @@ def test_env_and_secret_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 
 def test_enabled_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RELAY_ASAPP_ENABLED", "true")
-    with pytest.raises(SettingsError, match="api_id"):
+    with pytest.raises(ConfigError, match="api_id"):
         load_settings()
 
 

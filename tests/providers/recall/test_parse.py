@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from relay.dev import recall_frames as frames
-from relay.providers.recall.parse import FrameError, RecallParser
+from relay.errors import REJECT_REASONS, FrameRejected
+from relay.providers.recall.parse import RecallParser
 from relay.schema import (
     AudioChunkEvent,
     ChatMessageEvent,
@@ -75,9 +76,9 @@ def feed_one(obj: Any, parser: RecallParser | None = None) -> Any:
 
 
 def reason(frame_: str | bytes, parser: RecallParser | None = None) -> str:
-    with pytest.raises(FrameError) as info:
+    with pytest.raises(FrameRejected) as info:
         (parser or RecallParser()).feed(frame_, received_at=RECEIVED)
-    assert info.value.reason in FrameError.REASONS
+    assert info.value.reason in REJECT_REASONS
     return info.value.reason
 
 
@@ -424,5 +425,5 @@ def test_legacy_errors() -> None:
 
 
 def test_reasons_are_a_small_fixed_set() -> None:
-    assert all(r.isidentifier() and r.islower() for r in FrameError.REASONS)
-    assert len(FrameError.REASONS) <= 16
+    assert all(r.isidentifier() and r.islower() for r in REJECT_REASONS)
+    assert len(REJECT_REASONS) <= 16

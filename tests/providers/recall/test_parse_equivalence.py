@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from relay.providers.recall.parse import PNG_MAGIC, FrameError, RecallParser, _checked_words, _plain_words
+from relay.errors import FrameRejected
+from relay.providers.recall.parse import PNG_MAGIC, RecallParser, _checked_words, _plain_words
 from relay.schema import EventBase
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -218,7 +219,7 @@ def test_plain_words_fast_path_agrees_with_the_checked_path(raw_words: list[Any]
     plain = _plain_words(raw_words)
     try:
         checked = _checked_words(raw_words)
-    except FrameError:
+    except FrameRejected:
         assert plain is None
         return
     if plain is not None:

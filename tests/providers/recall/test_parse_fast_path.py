@@ -2,7 +2,7 @@
 
 For the fast kinds (transcripts, audio, video), a frame goes through one parser as it always does
 (fast path when it fits) and through another that is forced onto the checked path (orjson and the
-hand checks); both must publish the same bytes or raise the same FrameError reason and detail. The
+hand checks); both must publish the same bytes or raise the same FrameRejected reason and detail. The
 frames are valid ones (``test_parse_equivalence.valid_frames`` of the fast kinds) and those with a
 few fields replaced (wrong types, nulls, numbers out of range), removed, or added. The same frame is
 fed twice so the second goes the fast way once the first has taught it the envelope.
@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import relay.providers.recall.parse as parse
-from relay.providers.recall.parse import FrameError, RecallParser
+from relay.errors import FrameRejected
+from relay.providers.recall.parse import RecallParser
 
 from .test_parse_equivalence import EVENT_ID, RECEIVED, envelopes, inner_data, json_values
 from .test_parse_properties import _paths
@@ -39,7 +40,7 @@ class CheckedParser(RecallParser):
 def outcome(parser: RecallParser, frame: str) -> Any:
     try:
         return [r.to_json() for r in parser.feed_records(frame, RECEIVED)]
-    except FrameError as exc:
+    except FrameRejected as exc:
         return ("error", exc.reason, exc.detail)
 
 

@@ -1,4 +1,4 @@
-"""RecallParser on arbitrary input: it raises FrameError or returns events that survive publishing.
+"""RecallParser on arbitrary input: it raises FrameRejected or returns events that survive publishing.
 
 "Survive publishing" means each event's record serializes (``EventRecord.to_json``, what the relay
 publishes) to the same JSON as its validated model, and that JSON parses back
@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay.dev import recall_frames as frames
-from relay.providers.recall.parse import FrameError, RecallParser
+from relay.errors import REJECT_REASONS, FrameRejected
+from relay.providers.recall.parse import RecallParser
 from relay.schema import parse_event
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -49,12 +50,12 @@ json_values = st.recursive(
 
 
 def check(parser: RecallParser, frame: str | bytes) -> None:
-    """A frame gives FrameError, or records whose JSON (what the relay publishes) is exactly the
+    """A frame gives FrameRejected, or records whose JSON (what the relay publishes) is exactly the
     JSON of their validated models, and parses back into them."""
     try:
         records = parser.feed_records(frame, received_at=RECEIVED)
-    except FrameError as exc:
-        assert exc.reason in FrameError.REASONS
+    except FrameRejected as exc:
+        assert exc.reason in REJECT_REASONS
         return
     for record in records:
         event = record.model()  # a ValidationError here: the hand-written checks let a bad value by
@@ -168,7 +169,7 @@ def test_base64_check_accepts_exactly_what_strict_decoding_accepts(buffer: str) 
     frame["data"]["data"]["buffer"] = buffer
     try:
         [event] = RecallParser().feed(frames.encode(frame), received_at=RECEIVED)
-    except FrameError as exc:
+    except FrameRejected as exc:
         assert exc.reason == "invalid_base64" and expected is None
     else:
         assert event.payload.bytes == expected

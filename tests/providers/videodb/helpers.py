@@ -16,7 +16,8 @@ from relay.providers.videodb.config import VideoDBSettings
 from relay.dev.embedded import AppServer
 from relay.dev.videodb_emulator import VideoDBEmulator
 from relay.providers.videodb.service import VideoDBService
-from relay.core.publisher import ChannelScheme, EventPublisher, PublisherConfig
+from relay.channels import ChannelScheme
+from relay.core.publisher import EventPublisher, PublisherConfig
 
 API_KEY = "sk-test-videodb"
 

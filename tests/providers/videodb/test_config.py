@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay.server.settings import SettingsError, load_settings
+from relay.errors import ConfigError
+from relay.server.settings import load_settings
 
 
 def test_collections_from_env_share_the_section_key(monkeypatch) -> None:
@@ -58,6 +59,6 @@ prompt = "A password is visible"
     ],
 )
 def test_invalid_settings_are_named(values, message) -> None:
-    with pytest.raises(SettingsError, match=message) as err:
+    with pytest.raises(ConfigError, match=message) as err:
         load_settings(None, videodb=values)
     assert "RELAY_VIDEODB" in str(err.value)

@@ -1,0 +1,80 @@
+"""The relay's one exception hierarchy, and the one set of reasons a frame is rejected for.
+
+Every error the relay raises on purpose is a :class:`RelayError`:
+
+* :class:`FrameRejected`: a provider's frame or payload that no event can be made of. Its
+  ``reason`` is one of :data:`REJECT_REASONS` (bounded: it is the ``reason`` label of
+  ``relay_frames_rejected_total``), its ``detail`` says where (a field path such as
+  ``data.recording.id``), never frame content, so both are safe to log.
+* :class:`UpstreamError`: a call to a provider failed (network, 5xx, a body that is not what the
+  provider documents); :class:`AuthRejected` when its answer was 401/403 (retrying cannot help).
+* :class:`ConfigError`: a setting is invalid; the message names it, never a secret's value.
+
+Every parser (Recall, VideoDB, ASAPP) says the same thing the same way: JSON that does not parse is
+``invalid_json`` wherever it came from. docs/operations.md lists the reasons and what each means
+for an operator.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+__all__ = [
+    "REJECT_REASONS",
+    "AuthRejected",
+    "ConfigError",
+    "FrameRejected",
+    "RejectReason",
+    "RelayError",
+    "UpstreamError",
+]
+
+RejectReason = Literal[
+    "invalid_json",  # not JSON at all
+    "invalid_utf8",  # a text/JSON frame that is not valid UTF-8
+    "not_an_object",  # JSON, but not an object
+    "missing_field",  # a required field is absent (or null); the detail names it
+    "invalid_field",  # a known field has the wrong type or an impossible value; the detail names it
+    "invalid_base64",  # an audio/video buffer that is not standard padded base64
+    "unsupported_protocol",  # a protocol version the relay does not speak (Recall's legacy header)
+    "binary_before_header",  # a non-JSON binary frame before any legacy header (Recall)
+    "short_binary_frame",  # a legacy binary frame too short for its prefix (Recall)
+    "invalid_frame_type",  # neither text nor bytes (a caller bug)
+    "internal_error",  # a parser bug; counted rather than crashing the connection
+]
+
+#: Every reason a :class:`FrameRejected` may carry: the bounded label set of the rejection metric.
+REJECT_REASONS: Final[frozenset[str]] = frozenset(get_args(RejectReason))
+
+
+class RelayError(Exception):
+    """Base of every error the relay raises on purpose."""
+
+
+class FrameRejected(RelayError):
+    """A frame (or webhook body) from a provider that the parser cannot turn into events."""
+
+    def __init__(self, reason: RejectReason, detail: str = "") -> None:
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+        self.reason: RejectReason = reason
+        self.detail = detail
+
+
+class UpstreamError(RelayError):
+    """A provider call failed in a way worth retrying; ``reason`` is a bounded metric label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class AuthRejected(UpstreamError):
+    """The provider refused the credentials (HTTP 401/403): retrying will not help."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("auth", detail)
+
+
+class ConfigError(RelayError):
+    """A setting is invalid; the message names it and never contains a secret's value."""
