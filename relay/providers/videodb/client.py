@@ -38,9 +38,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from relay.core.backoff import Backoff
 from relay.core.metrics import RelayMetrics
 from relay.providers.videodb.config import ResolvedCollection, VideoDBSettings
-from relay.errors import AuthRejected, UpstreamError
+from relay.errors import AuthRejected, FrameRejected, UpstreamError
 from relay.providers.videodb.jobs import JobBinder, call
-from relay.providers.videodb.parse import FrameError, RtStreamInfo, parse_frame, parse_hello
+from relay.providers.videodb.parse import RtStreamInfo, parse_frame, parse_hello
 from relay.providers.videodb.registry import RtStreamRegistry
 from relay.core.publisher import EventPublisher
 
@@ -136,8 +136,8 @@ class VideoDBCollectionClient:
                 return
             except UpstreamError as exc:
                 reason = exc.reason
-            except FrameError as exc:
-                reason = f"hello_{exc.reason}" if exc.reason in ("not_json", "not_object") else "hello_invalid"
+            except FrameRejected as exc:  # a bounded label: hello_invalid_json, hello_not_an_object, hello_invalid
+                reason = f"hello_{exc.reason}" if exc.reason in ("invalid_json", "not_an_object") else "hello_invalid"
             except (TimeoutError, asyncio.TimeoutError):
                 reason = "timeout"
             except websockets.exceptions.InvalidStatus:
@@ -190,7 +190,7 @@ class VideoDBCollectionClient:
         self._metrics.bytes_received.labels(PROVIDER).inc(len(message))
         try:
             event = parse_frame(message, received=datetime.now(timezone.utc), sessions=self._sessions)
-        except FrameError as exc:
+        except FrameRejected as exc:
             self._metrics.frames_rejected.labels(PROVIDER, exc.reason).inc()
             # Once per reason per socket at warning level: a broken upstream must not flood the log.
             level = logging.DEBUG if exc.reason in self._logged_reasons else logging.WARNING

@@ -22,8 +22,10 @@ smaller one as seconds. Index and alert times go into their payloads as datetime
 ``start`` becomes ``time.absolute`` (its payload ``start``/``end`` mean seconds since the session
 started, which VideoDB does not tell us, so they stay empty).
 
-Everything malformed raises :class:`FrameError` with a short, fixed ``reason`` that is safe as a
-metric label; no other exception escapes (a property test checks it).
+Everything malformed raises :class:`relay.errors.FrameRejected` with one of the relay's shared
+reasons (:data:`relay.errors.REJECT_REASONS`: ``invalid_json``, ``not_an_object``,
+``missing_field``, ``invalid_field``...) and a ``detail`` naming the field (``channel``,
+``data.start``), never payload content; no other exception escapes (a property test checks it).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, Final
 import orjson
 from pydantic import ValidationError
 
+from relay.errors import FrameRejected, RejectReason
 from relay.schema import (
     Alert,
     AlertEvent,
@@ -55,7 +58,6 @@ from relay.schema import (
 )
 
 __all__ = [
-    "FrameError",
     "RtStreamInfo",
     "Webhook",
     "epoch_to_datetime",
@@ -72,14 +74,6 @@ _MAX_EPOCH_S: Final = 1e11
 
 _VISUAL: Final = frozenset({"scene_index", "visual_index"})
 _AUDIO: Final = frozenset({"audio_index", "spoken_index"})
-
-
-class FrameError(ValueError):
-    """A payload the parser cannot use; ``reason`` is a fixed, short name safe as a metric label."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +119,44 @@ class Webhook:
 def _load_object(raw: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(raw, Mapping):
         return raw
+    if not isinstance(raw, (str, bytes, bytearray, memoryview)):
+        raise FrameRejected("invalid_frame_type", type(raw).__name__)
     try:
         value = orjson.loads(raw)
-    except (orjson.JSONDecodeError, TypeError):
-        raise FrameError("not_json") from None
+    except orjson.JSONDecodeError:
+        raise FrameRejected(_not_json_reason(raw)) from None
     if not isinstance(value, dict):
-        raise FrameError("not_object")
+        raise FrameRejected("not_an_object")
     return value
+
+
+def _not_json_reason(raw: str | bytes | bytearray | memoryview) -> RejectReason:
+    """``invalid_utf8`` when the frame's encoding is broken, else ``invalid_json`` (as Recall's parser)."""
+    try:
+        if isinstance(raw, str):
+            raw.encode("utf-8")  # lone surrogates cannot be encoded
+        else:
+            bytes(raw).decode("utf-8")
+    except UnicodeError:
+        return "invalid_utf8"
+    return "invalid_json"
+
+
+def _required_str(container: Mapping[str, Any], key: str, path: str) -> str:
+    """``container[key]`` as a non-empty string id: ``missing_field`` if absent or null, else ``invalid_field``."""
+    value = container.get(key)
+    if value is None:
+        raise FrameRejected("missing_field", path)
+    text = _str(value)
+    if text is None:
+        raise FrameRejected("invalid_field", path)
+    return text
+
+
+def _schema_field(exc: ValidationError) -> str:
+    """The path of the first field the schema refused (its location only, never its input)."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    return ".".join(str(part) for part in errors[0]["loc"]) if errors else ""
 
 
 def _str(value: Any) -> str | None:
@@ -143,8 +168,11 @@ def _str(value: Any) -> str | None:
     return None
 
 
-def parse_bool(value: Any, reason: str = "bad_is_final") -> bool:
-    """``True``/``False`` or the strings ``"true"``/``"false"`` (any case), also 1/0."""
+def parse_bool(value: Any, field: str = "data.is_final") -> bool:
+    """``True``/``False`` or the strings ``"true"``/``"false"`` (any case), also 1/0.
+
+    Anything else raises ``FrameRejected("invalid_field", field)``.
+    """
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -155,31 +183,32 @@ def parse_bool(value: Any, reason: str = "bad_is_final") -> bool:
             return False
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise FrameError(reason)
+    raise FrameRejected("invalid_field", field)
 
 
-def epoch_to_datetime(value: Any) -> datetime | None:
+def epoch_to_datetime(value: Any, field: str = "time") -> datetime | None:
     """Epoch milliseconds or seconds (numbers or numeric strings) as an aware UTC datetime.
 
-    ``None`` stays ``None``; anything else that is not a plausible time raises ``FrameError("bad_time")``.
+    ``None`` stays ``None``; anything else that is not a plausible time raises
+    ``FrameRejected("invalid_field", field)``.
     """
     if value is None:
         return None
     if isinstance(value, bool):
-        raise FrameError("bad_time")
+        raise FrameRejected("invalid_field", field)
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
-            raise FrameError("bad_time") from None
+            raise FrameRejected("invalid_field", field) from None
     if not isinstance(value, (int, float)):
-        raise FrameError("bad_time")
+        raise FrameRejected("invalid_field", field)
     number = float(value)
     if not math.isfinite(number) or number < 0:
-        raise FrameError("bad_time")
+        raise FrameRejected("invalid_field", field)
     seconds = number / 1000.0 if number >= MS_THRESHOLD else number
     if seconds >= _MAX_EPOCH_S:
-        raise FrameError("bad_time")
+        raise FrameRejected("invalid_field", field)
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
@@ -201,11 +230,13 @@ def _parse_iso(value: Any) -> datetime | None:
 def parse_hello(raw: str | bytes | Mapping[str, Any]) -> str:
     """The ``connection_id`` of the socket's first frame (top level or under ``data``)."""
     frame = _load_object(raw)
-    conn = _str(frame.get("connection_id"))
-    if conn is None and isinstance(frame.get("data"), Mapping):
-        conn = _str(frame["data"].get("connection_id"))
+    top = frame.get("connection_id")
+    nested = frame["data"].get("connection_id") if isinstance(frame.get("data"), Mapping) else None
+    conn = _str(top)
     if conn is None:
-        raise FrameError("missing_connection_id")
+        conn = _str(nested)
+    if conn is None:
+        raise FrameRejected("missing_field" if top is None and nested is None else "invalid_field", "connection_id")
     return conn
 
 
@@ -228,20 +259,20 @@ def parse_frame(
     frame = _load_object(raw)
     sessions = sessions or {}
     channel = frame.get("channel")
+    if channel is None:
+        raise FrameRejected("missing_field", "channel")
     if not isinstance(channel, str) or not channel:
-        raise FrameError("missing_channel")
+        raise FrameRejected("invalid_field", "channel")
     data = frame.get("data", {})
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise FrameError("bad_data")
+        raise FrameRejected("invalid_field", "data")
 
     if channel == "capture_session":
         return _capture_session_frame(frame, data, received, sessions)
 
-    rtstream_id = _str(frame.get("rtstream_id"))
-    if rtstream_id is None:
-        raise FrameError("missing_rtstream_id")
+    rtstream_id = _required_str(frame, "rtstream_id", "rtstream_id")
     name = _str(frame.get("rtstream_name"))
     session = session_for(rtstream_id, name, sessions)
 
@@ -253,9 +284,11 @@ def parse_frame(
                 source=Source.VIDEODB,
                 type="index.visual" if channel in _VISUAL else "index.audio",
                 session=session,
-                time=EventTime(received=received, absolute=epoch_to_datetime(data.get("start"))),
+                time=EventTime(received=received, absolute=epoch_to_datetime(data.get("start"), "data.start")),
                 payload=IndexResult(
-                    text=_text(data), start=epoch_to_datetime(data.get("start")), end=epoch_to_datetime(data.get("end"))
+                    text=_text(data),
+                    start=epoch_to_datetime(data.get("start"), "data.start"),
+                    end=epoch_to_datetime(data.get("end"), "data.end"),
                 ),
             )
         if channel == "alert":
@@ -266,21 +299,23 @@ def parse_frame(
             time=EventTime(received=received),
             payload=Generic(provider_type=channel, data=dict(data)),
         )
-    except ValidationError:  # a value the schema refuses (e.g. a non-numeric confidence)
-        raise FrameError("schema") from None
+    except ValidationError as exc:  # a value the schema refuses (e.g. a non-numeric confidence)
+        raise FrameRejected("invalid_field", _schema_field(exc)) from None
 
 
 def _text(data: Mapping[str, Any]) -> str:
     text = data.get("text")
+    if text is None:
+        raise FrameRejected("missing_field", "data.text")
     if not isinstance(text, str):
-        raise FrameError("missing_text")
+        raise FrameRejected("invalid_field", "data.text")
     return text
 
 
 def _transcript(session: SessionRef, data: Mapping[str, Any], received: datetime) -> TranscriptEvent:
     is_final = parse_bool(data.get("is_final", False))
-    start = epoch_to_datetime(data.get("start"))
-    end = epoch_to_datetime(data.get("end"))
+    start = epoch_to_datetime(data.get("start"), "data.start")
+    end = epoch_to_datetime(data.get("end"), "data.end")
     return TranscriptEvent(
         source=Source.VIDEODB,
         type="transcript.final" if is_final else "transcript.partial",
@@ -291,24 +326,22 @@ def _transcript(session: SessionRef, data: Mapping[str, Any], received: datetime
 
 
 def _alert(session: SessionRef, data: Mapping[str, Any], received: datetime) -> AlertEvent:
-    label = _str(data.get("label"))
-    if label is None:
-        raise FrameError("missing_label")
+    label = _required_str(data, "label", "data.label")
     confidence = data.get("confidence")
     if confidence is not None:
         if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not math.isfinite(confidence):
-            raise FrameError("bad_confidence")
-    start = epoch_to_datetime(data.get("start"))
+            raise FrameRejected("invalid_field", "data.confidence")
+    start = epoch_to_datetime(data.get("start"), "data.start")
     return AlertEvent(
         source=Source.VIDEODB,
         session=session,
         time=EventTime(received=received, absolute=start),
         payload=Alert(
             label=label,
-            triggered=parse_bool(data.get("triggered", True), "bad_triggered"),
+            triggered=parse_bool(data.get("triggered", True), "data.triggered"),
             confidence=None if confidence is None else float(confidence),
             start=start,
-            end=epoch_to_datetime(data.get("end")),
+            end=epoch_to_datetime(data.get("end"), "data.end"),
         ),
     )
 
@@ -330,12 +363,12 @@ def _capture_session_frame(
 
     event, status = pick("event"), pick("status")
     status = _status_of(event, status)
-    if status is None:
-        raise FrameError("missing_status")
+    if status is None:  # neither a status nor an event to read it from
+        raise FrameRejected("missing_field", "status")
     rtstream_id = pick("rtstream_id")
     cap = pick("capture_session_id") or (sessions.get(rtstream_id) if rtstream_id else None) or rtstream_id
-    if cap is None:
-        raise FrameError("missing_session")
+    if cap is None:  # neither a capture session nor an rtstream to key the event by
+        raise FrameRejected("missing_field", "capture_session_id")
     detail: dict[str, Any] = {"origin": "socket", **dict(data)}
     if event:
         detail["event"] = event
@@ -359,12 +392,8 @@ def parse_webhook(raw: str | bytes | Mapping[str, Any], *, received: datetime) -
     the envelope's ``data`` (rtstreams, ``exported_video_id``, the ``error`` object of a failure).
     """
     body = _load_object(raw)
-    event = _str(body.get("event"))
-    cap = _str(body.get("capture_session_id"))
-    if event is None:
-        raise FrameError("missing_event")
-    if cap is None:
-        raise FrameError("missing_session")
+    event = _required_str(body, "event", "event")
+    cap = _required_str(body, "capture_session_id", "capture_session_id")
     status = _status_of(event, _str(body.get("status")))
     assert status is not None  # event is not None
     timestamp = body.get("timestamp")
@@ -373,22 +402,23 @@ def parse_webhook(raw: str | bytes | Mapping[str, Any], *, received: datetime) -
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise FrameError("bad_data")
+        raise FrameRejected("invalid_field", "data")
 
     rtstreams: list[RtStreamInfo] = []
     raw_streams = data.get("rtstreams", [])
     if raw_streams is not None:
         if not isinstance(raw_streams, list):
-            raise FrameError("bad_rtstreams")
+            raise FrameRejected("invalid_field", "data.rtstreams")
         for item in raw_streams:
-            if not isinstance(item, Mapping) or _str(item.get("rtstream_id")) is None:
-                raise FrameError("bad_rtstreams")
+            if not isinstance(item, Mapping):
+                raise FrameRejected("invalid_field", "data.rtstreams[]")
+            stream_id = _required_str(item, "rtstream_id", "data.rtstreams[].rtstream_id")
             media = item.get("media_types", [])
             if not isinstance(media, list):
-                raise FrameError("bad_rtstreams")
+                raise FrameRejected("invalid_field", "data.rtstreams[].media_types")
             rtstreams.append(
                 RtStreamInfo(
-                    rtstream_id=_str(item["rtstream_id"]),  # type: ignore[arg-type]
+                    rtstream_id=stream_id,
                     name=_str(item.get("name")),
                     media_types=tuple(m for m in media if isinstance(m, str)),
                     capture_session_id=cap,
@@ -407,8 +437,8 @@ def parse_webhook(raw: str | bytes | Mapping[str, Any], *, received: datetime) -
             time=EventTime(received=received, absolute=_parse_iso(timestamp)),
             payload=SessionStatus(status=status, detail=detail),
         )
-    except ValidationError:
-        raise FrameError("schema") from None
+    except ValidationError as exc:
+        raise FrameRejected("invalid_field", _schema_field(exc)) from None
     return Webhook(
         event=event,
         capture_session_id=cap,

@@ -40,8 +40,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from relay.core.metrics import RelayMetrics
+from relay.errors import FrameRejected
 from relay.providers.videodb.config import VideoDBSettings
-from relay.providers.videodb.parse import FrameError, Webhook, parse_webhook
+from relay.providers.videodb.parse import Webhook, parse_webhook
 from relay.providers.videodb.registry import RtStreamRegistry
 from relay.core.publisher import EventPublisher
 
@@ -132,9 +133,9 @@ class WebhookReceiver:
             return self._reject("bad_signature", 401)
         try:
             hook = parse_webhook(body, received=datetime.now(timezone.utc))
-        except FrameError as exc:
-            log.warning("videodb webhook: malformed body (%s)", exc.reason)
-            self._metrics.frames_rejected.labels("videodb", f"webhook_{exc.reason}").inc()
+        except FrameRejected as exc:
+            log.warning("videodb webhook: malformed body (%s)", exc)
+            self._metrics.frames_rejected.labels("videodb", exc.reason).inc()
             return self._reject("malformed", 400)
         try:
             self._queue.put_nowait((collection, hook))

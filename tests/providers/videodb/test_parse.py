@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from relay.errors import REJECT_REASONS, FrameRejected
 from relay.providers.videodb.parse import (
-    FrameError,
     epoch_to_datetime,
     parse_frame,
     parse_hello,
@@ -130,38 +130,47 @@ def test_times_in_seconds_or_milliseconds() -> None:
     assert epoch_to_datetime("1710000001234") == ms(1710000001234)
     assert epoch_to_datetime(None) is None
     for bad in (-1, float("nan"), float("inf"), True, "soon", [1], 1e30):
-        with pytest.raises(FrameError) as err:
-            epoch_to_datetime(bad)
-        assert err.value.reason == "bad_time"
+        with pytest.raises(FrameRejected) as err:
+            epoch_to_datetime(bad, "data.start")
+        assert (err.value.reason, err.value.detail) == ("invalid_field", "data.start")
 
 
 def test_hello() -> None:
     assert parse_hello(b'{"connection_id": "c-1"}') == "c-1"
     assert parse_hello({"data": {"connection_id": "c-2"}}) == "c-2"
-    with pytest.raises(FrameError, match="missing_connection_id"):
-        parse_hello("{}")
+    for raw, reason in (("{}", "missing_field"), ('{"data": {"connection_id": []}}', "invalid_field")):
+        with pytest.raises(FrameRejected) as err:
+            parse_hello(raw)
+        assert (err.value.reason, err.value.detail) == (reason, "connection_id")
 
 
 @pytest.mark.parametrize(
-    "raw,reason",
+    "raw,reason,detail",
     [
-        (b"not json", "not_json"),
-        (b"[1, 2]", "not_object"),
-        (b'{"rtstream_id": "r"}', "missing_channel"),
-        (b'{"channel": "transcript", "data": {"text": "x"}}', "missing_rtstream_id"),
-        (b'{"channel": "transcript", "rtstream_id": "r", "data": "x"}', "bad_data"),
-        (b'{"channel": "transcript", "rtstream_id": "r", "data": {"is_final": true}}', "missing_text"),
-        (b'{"channel": "transcript", "rtstream_id": "r", "data": {"text": "x", "is_final": "maybe"}}', "bad_is_final"),
-        (b'{"channel": "scene_index", "rtstream_id": "r", "data": {"text": "x", "start": "noon"}}', "bad_time"),
-        (b'{"channel": "alert", "rtstream_id": "r", "data": {"triggered": true}}', "missing_label"),
-        (b'{"channel": "alert", "rtstream_id": "r", "data": {"label": "l", "confidence": "high"}}', "bad_confidence"),
-        (b'{"channel": "capture_session", "data": {}}', "missing_status"),
+        (b"not json", "invalid_json", ""),
+        (b"\xff\xfe", "invalid_utf8", ""),
+        (b"[1, 2]", "not_an_object", ""),
+        (b'{"rtstream_id": "r"}', "missing_field", "channel"),
+        (b'{"channel": "", "rtstream_id": "r"}', "invalid_field", "channel"),
+        (b'{"channel": "transcript", "data": {"text": "x"}}', "missing_field", "rtstream_id"),
+        (b'{"channel": "transcript", "rtstream_id": [], "data": {"text": "x"}}', "invalid_field", "rtstream_id"),
+        (b'{"channel": "transcript", "rtstream_id": "r", "data": "x"}', "invalid_field", "data"),
+        (b'{"channel": "transcript", "rtstream_id": "r", "data": {"is_final": true}}', "missing_field", "data.text"),
+        (b'{"channel": "transcript", "rtstream_id": "r", "data": {"text": 5}}', "invalid_field", "data.text"),
+        (b'{"channel": "transcript", "rtstream_id": "r", "data": {"text": "x", "is_final": "maybe"}}', "invalid_field", "data.is_final"),
+        (b'{"channel": "scene_index", "rtstream_id": "r", "data": {"text": "x", "start": "noon"}}', "invalid_field", "data.start"),
+        (b'{"channel": "transcript", "rtstream_id": "r", "data": {"text": "x", "end": -5}}', "invalid_field", "data.end"),
+        (b'{"channel": "alert", "rtstream_id": "r", "data": {"triggered": true}}', "missing_field", "data.label"),
+        (b'{"channel": "alert", "rtstream_id": "r", "data": {"label": "l", "confidence": "high"}}', "invalid_field", "data.confidence"),
+        (b'{"channel": "alert", "rtstream_id": "r", "data": {"label": "l", "triggered": "maybe"}}', "invalid_field", "data.triggered"),
+        (b'{"channel": "capture_session", "data": {}}', "missing_field", "status"),
+        (b'{"channel": "capture_session", "data": {"status": "active"}}', "missing_field", "capture_session_id"),
     ],
 )
-def test_malformed_frames_name_their_reason(raw, reason) -> None:
-    with pytest.raises(FrameError) as err:
+def test_malformed_frames_name_their_reason(raw, reason, detail) -> None:
+    with pytest.raises(FrameRejected) as err:
         parse_frame(raw, received=NOW)
-    assert err.value.reason == reason
+    assert (err.value.reason, err.value.detail) == (reason, detail)
 
 
 def test_webhook_active_lists_rtstreams_and_dedupe_key() -> None:
@@ -194,22 +203,27 @@ def test_webhook_lifecycle_statuses(body, status, detail) -> None:
 
 
 @pytest.mark.parametrize(
-    "body,reason",
+    "body,reason,detail",
     [
-        (b"{", "not_json"),
-        (b'{"capture_session_id": "c"}', "missing_event"),
-        (b'{"event": "capture_session.active"}', "missing_session"),
-        (b'{"event": "capture_session.active", "capture_session_id": "c", "data": {"rtstreams": {}}}', "bad_rtstreams"),
-        (b'{"event": "capture_session.active", "capture_session_id": "c", "data": {"rtstreams": [{"name": "x"}]}}', "bad_rtstreams"),
+        (b"{", "invalid_json", ""),
+        (b'"capture_session.active"', "not_an_object", ""),
+        (b'{"capture_session_id": "c"}', "missing_field", "event"),
+        (b'{"event": {}, "capture_session_id": "c"}', "invalid_field", "event"),
+        (b'{"event": "capture_session.active"}', "missing_field", "capture_session_id"),
+        (b'{"event": "capture_session.active", "capture_session_id": "c", "data": []}', "invalid_field", "data"),
+        (b'{"event": "capture_session.active", "capture_session_id": "c", "data": {"rtstreams": {}}}', "invalid_field", "data.rtstreams"),
+        (b'{"event": "capture_session.active", "capture_session_id": "c", "data": {"rtstreams": [1]}}', "invalid_field", "data.rtstreams[]"),
+        (b'{"event": "capture_session.active", "capture_session_id": "c", "data": {"rtstreams": [{"name": "x"}]}}', "missing_field", "data.rtstreams[].rtstream_id"),
+        (b'{"event": "capture_session.active", "capture_session_id": "c", "data": {"rtstreams": [{"rtstream_id": "r", "media_types": "audio"}]}}', "invalid_field", "data.rtstreams[].media_types"),
     ],
 )
-def test_malformed_webhooks(body, reason) -> None:
-    with pytest.raises(FrameError) as err:
+def test_malformed_webhooks(body, reason, detail) -> None:
+    with pytest.raises(FrameRejected) as err:
         parse_webhook(body, received=NOW)
-    assert err.value.reason == reason
+    assert (err.value.reason, err.value.detail) == (reason, detail)
 
 
-# --- property: any input gives an event or FrameError, nothing else ------------------------------
+# --- property: any input gives an event or FrameRejected (a shared reason), nothing else ------------
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
@@ -233,7 +247,8 @@ def test_parse_frame_raises_only_frame_error(frame) -> None:
     for parse in (lambda: parse_frame(raw, received=NOW), lambda: parse_webhook(raw, received=NOW), lambda: parse_hello(raw)):
         try:
             result = parse()
-        except FrameError:
+        except FrameRejected as exc:
+            assert exc.reason in REJECT_REASONS
             continue
         if not isinstance(result, str):  # an event or a webhook: it must serialize
             (result.published if hasattr(result, "published") else result).model_dump_json()
@@ -244,5 +259,5 @@ def test_parse_frame_raises_only_frame_error(frame) -> None:
 def test_parse_frame_on_arbitrary_bytes(raw) -> None:
     try:
         parse_frame(raw, received=NOW)
-    except FrameError:
-        pass
+    except FrameRejected as exc:
+        assert exc.reason in REJECT_REASONS

@@ -136,9 +136,10 @@ async def test_malformed_frames_are_counted_not_fatal(videodb_emulator, redis_ur
         got = await events.wait_for(1)
         assert [e.payload.text for e in got] == ["still here"]
         m = relay.metrics
-        assert sample(m, "relay_frames_rejected_total", source="videodb", reason="not_json") == 2
-        assert sample(m, "relay_frames_rejected_total", source="videodb", reason="missing_rtstream_id") == 1
-        assert sample(m, "relay_frames_rejected_total", source="videodb", reason="bad_is_final") == 1
+        assert sample(m, "relay_frames_rejected_total", source="videodb", reason="invalid_json") == 1
+        assert sample(m, "relay_frames_rejected_total", source="videodb", reason="invalid_utf8") == 1
+        assert sample(m, "relay_frames_rejected_total", source="videodb", reason="missing_field") == 1  # rtstream_id
+        assert sample(m, "relay_frames_rejected_total", source="videodb", reason="invalid_field") == 1  # data.is_final
         assert emu.connects == 1  # the socket survived
 
 
@@ -159,6 +160,11 @@ async def test_duplicate_webhooks_are_published_once(videodb_emulator, redis_url
         assert sample(relay.metrics, "relay_videodb_webhooks_total", outcome="accepted") == 4
         assert sample(relay.metrics, "relay_videodb_webhooks_total", outcome="duplicate") == 2
         assert await emu.post_webhook(relay.webhook_url, b'{"event": 1}') == [400]
+        assert await emu.post_webhook(relay.webhook_url, b"not json") == [400]
+        assert sample(relay.metrics, "relay_videodb_webhooks_total", outcome="malformed") == 2
+        # the rejection metric uses the shared reasons, as socket frames do (no capture_session_id; bad JSON)
+        assert sample(relay.metrics, "relay_frames_rejected_total", source="videodb", reason="missing_field") == 1
+        assert sample(relay.metrics, "relay_frames_rejected_total", source="videodb", reason="invalid_json") == 1
         assert await emu.post_webhook(relay.webhook_url + "/nope", stopped) == [404]
 
 
