@@ -3,8 +3,10 @@
 :func:`parse_message` turns one text frame into a :class:`StartResponse`, :class:`TranscriptMessage`,
 :class:`FinalResponse`, :class:`StatusMessage` (an error or notice carrying a status code) or
 :class:`OtherMessage` (a type the bridge does not act on, e.g. ``vocabularyResponse``). A frame
-that is not a JSON object of the documented shape raises :class:`AsappMessageError`, whose
-``reason`` is one of a fixed set, so callers can count it as a metric label.
+that is not a JSON object of the documented shape raises :class:`relay.errors.FrameRejected`, whose
+``reason`` is one of the relay's shared :data:`relay.errors.REJECT_REASONS` (``invalid_json``,
+``not_an_object``, ``missing_field``, ``invalid_field``...) and whose ``detail`` names the field
+(``message``, ``status.code``), never frame content, so callers can count and log it.
 
 :func:`classify` says what a status code means for the stream (see ``shared/protocols/asapp.md``),
 and the ``*_event`` functions build the schema events the bridge publishes.
@@ -15,10 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
 
+from relay.errors import FrameRejected, RejectReason
 from relay.schema import (
     EventTime,
     Participant,
@@ -33,17 +36,6 @@ from relay.schema import (
 )
 
 OK_CODE: Final = "1000"
-
-MalformedReason = Literal["not_json", "not_object", "no_message_type", "bad_field"]
-
-
-class AsappMessageError(ValueError):
-    """A server frame the bridge cannot read; ``reason`` is a bounded metric label."""
-
-    def __init__(self, reason: MalformedReason, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason: MalformedReason = reason
-
 
 class ErrorKind(StrEnum):
     """What a status code asks the stream to do."""
@@ -142,16 +134,20 @@ ServerMessage = StartResponse | TranscriptMessage | FinalResponse | StatusMessag
 
 
 def parse_message(frame: str | bytes) -> ServerMessage:
-    """Parse one server text frame; raise :class:`AsappMessageError` if it is malformed."""
+    """Parse one server text frame; raise :class:`~relay.errors.FrameRejected` if it is malformed."""
+    if not isinstance(frame, (str, bytes, bytearray, memoryview)):
+        raise FrameRejected("invalid_frame_type", type(frame).__name__)
     try:
         data = orjson.loads(frame)
     except orjson.JSONDecodeError:
-        raise AsappMessageError("not_json", "frame is not JSON") from None
+        raise FrameRejected(_not_json_reason(frame)) from None
     if not isinstance(data, dict):
-        raise AsappMessageError("not_object", f"frame is a JSON {type(data).__name__}")
+        raise FrameRejected("not_an_object")
     kind = data.get("message")
+    if kind is None:
+        raise FrameRejected("missing_field", "message")
     if not isinstance(kind, str) or not kind:
-        raise AsappMessageError("no_message_type", "no string `message` field")
+        raise FrameRejected("invalid_field", "message")
     if kind == "startResponse":
         code, description = _status(data, required=True)
         return StartResponse(_opt_str(data, "streamID", "streamId"), code, description)
@@ -163,7 +159,7 @@ def parse_message(frame: str | bytes) -> ServerMessage:
         if summary is None:
             summary = {}
         if not isinstance(summary, dict):
-            raise AsappMessageError("bad_field", "`summary` is not an object")
+            raise FrameRejected("invalid_field", "summary")
         return FinalResponse(
             stream_id=_opt_str(data, "streamId", "streamID"),
             code=code or OK_CODE,
@@ -178,17 +174,33 @@ def parse_message(frame: str | bytes) -> ServerMessage:
     return OtherMessage(kind)
 
 
+def _not_json_reason(frame: str | bytes | bytearray | memoryview) -> RejectReason:
+    """``invalid_utf8`` when the frame's encoding is broken, else ``invalid_json`` (as Recall's parser)."""
+    try:
+        if isinstance(frame, str):
+            frame.encode("utf-8")  # lone surrogates cannot be encoded
+        else:
+            bytes(frame).decode("utf-8")
+    except UnicodeError:
+        return "invalid_utf8"
+    return "invalid_json"
+
+
 def _status(data: dict[str, Any], *, required: bool) -> tuple[str, str]:
     status = data.get("status")
-    if status is None and not required:
-        return "", ""
+    if status is None:
+        if not required:
+            return "", ""
+        raise FrameRejected("missing_field", "status")
     if not isinstance(status, dict):
-        raise AsappMessageError("bad_field", "`status` is not an object")
+        raise FrameRejected("invalid_field", "status")
     code = status.get("code")
+    if code is None:
+        raise FrameRejected("missing_field", "status.code")
     if isinstance(code, int) and not isinstance(code, bool):
         code = str(code)  # documented as a string; tolerate a number
     if not isinstance(code, str) or not code:
-        raise AsappMessageError("bad_field", "`status.code` is missing")
+        raise FrameRejected("invalid_field", "status.code")
     description = status.get("description")
     return code, description if isinstance(description, str) else ""
 
@@ -196,17 +208,25 @@ def _status(data: dict[str, Any], *, required: bool) -> tuple[str, str]:
 def _transcript(data: dict[str, Any]) -> TranscriptMessage:
     start, end = data.get("start"), data.get("end")
     for name, value in (("start", start), ("end", end)):
+        if value is None:
+            raise FrameRejected("missing_field", name)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or value != value:
-            raise AsappMessageError("bad_field", f"`{name}` is not a non-negative number")
+            raise FrameRejected("invalid_field", name)  # not a non-negative number
     if end < start:  # type: ignore[operator]
-        raise AsappMessageError("bad_field", "`end` is before `start`")
+        raise FrameRejected("invalid_field", "end")  # before start
     utterance = data.get("utterance")
+    if utterance is None:
+        raise FrameRejected("missing_field", "utterance")
     if not isinstance(utterance, list):
-        raise AsappMessageError("bad_field", "`utterance` is not a list")
+        raise FrameRejected("invalid_field", "utterance")
     texts = []
     for item in utterance:
-        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-            raise AsappMessageError("bad_field", "an utterance has no `text`")
+        if not isinstance(item, dict):
+            raise FrameRejected("invalid_field", "utterance[]")
+        if item.get("text") is None:
+            raise FrameRejected("missing_field", "utterance[].text")
+        if not isinstance(item["text"], str):
+            raise FrameRejected("invalid_field", "utterance[].text")
         if item["text"].strip():
             texts.append(item["text"].strip())
     return TranscriptMessage(int(start), int(end), " ".join(texts), data)  # type: ignore[arg-type]

@@ -43,9 +43,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from relay.core.backoff import Backoff
 from relay.core.metrics import RelayMetrics
+from relay.errors import FrameRejected
 from relay.providers.asapp.config import AsappSettings
 from relay.providers.asapp.parse import (
-    AsappMessageError,
     ErrorKind,
     FinalResponse,
     StartResponse,
@@ -481,7 +481,7 @@ class AsappStream:
                     frame = await ws.recv()
                     try:
                         msg = parse_message(frame)
-                    except AsappMessageError as exc:
+                    except FrameRejected as exc:
                         self._count_malformed(exc)
                         continue
                     if isinstance(msg, StartResponse) and msg.ok:
@@ -500,7 +500,7 @@ class AsappStream:
             async for frame in conn.ws:
                 try:
                     msg = parse_message(frame)
-                except AsappMessageError as exc:
+                except FrameRejected as exc:
                     self._count_malformed(exc)
                     continue
                 if isinstance(msg, TranscriptMessage):
@@ -621,7 +621,7 @@ class AsappStream:
     async def _publish(self, event: EventBase) -> None:
         await self._publisher.publish(event)
 
-    def _count_malformed(self, exc: AsappMessageError) -> None:
+    def _count_malformed(self, exc: FrameRejected) -> None:
         self._metrics.frames_rejected.labels(PROVIDER, exc.reason).inc()
         log.warning("asapp stream %s: malformed server message (%s)", self.speaker.speaker_id, exc)
 

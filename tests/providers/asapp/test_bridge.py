@@ -258,7 +258,7 @@ async def test_malformed_server_message_is_counted_and_ignored(
     stream = bridge.streams(SESSION.id)["100"]
     bridge.on_event(leave(ALICE))
     await stream.wait_closed()
-    assert sample(metrics, "relay_frames_rejected_total", source="asapp", reason="not_json") == 1
+    assert sample(metrics, "relay_frames_rejected_total", source="asapp", reason="invalid_json") == 1
     assert_account(asapp_emulator, "100", alice)
     assert asapp_emulator.account(SESSION.id, "100").streams == 1
 

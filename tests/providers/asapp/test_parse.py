@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relay.errors import REJECT_REASONS, FrameRejected
 from relay.providers.asapp.parse import (
-    AsappMessageError,
     ErrorKind,
     FinalResponse,
     OtherMessage,
@@ -83,20 +83,29 @@ def test_classify(code: str, kind: ErrorKind) -> None:
 
 
 @pytest.mark.parametrize(
-    ("frame", "reason"),
-    [(b"\xff\xfe", "not_json"), ("[1, 2]", "not_object"), ("{}", "no_message_type"),
-     ('{"message": 5}', "no_message_type"), ('{"message": "startResponse"}', "bad_field"),
-     ('{"message": "startResponse", "status": {"code": ""}}', "bad_field"),
-     ('{"message": "transcript", "start": 5, "end": 1, "utterance": []}', "bad_field"),
-     ('{"message": "transcript", "start": -1, "end": 1, "utterance": []}', "bad_field"),
-     ('{"message": "transcript", "start": 0, "end": 1, "utterance": [{"txt": "x"}]}', "bad_field"),
-     ('{"message": "transcript", "start": true, "end": 1, "utterance": []}', "bad_field"),
-     ('{"message": "finalResponse", "summary": []}', "bad_field")],
+    ("frame", "reason", "detail"),
+    [('{"message": 42, "oops": [', "invalid_json", ""), (b"\xff\xfe", "invalid_utf8", ""),
+     ("[1, 2]", "not_an_object", ""), ("{}", "missing_field", "message"),
+     ('{"message": 5}', "invalid_field", "message"), ('{"message": ""}', "invalid_field", "message"),
+     ('{"message": "startResponse"}', "missing_field", "status"),
+     ('{"message": "startResponse", "status": []}', "invalid_field", "status"),
+     ('{"message": "startResponse", "status": {}}', "missing_field", "status.code"),
+     ('{"message": "startResponse", "status": {"code": ""}}', "invalid_field", "status.code"),
+     ('{"message": "transcript", "end": 1, "utterance": []}', "missing_field", "start"),
+     ('{"message": "transcript", "start": 5, "end": 1, "utterance": []}', "invalid_field", "end"),
+     ('{"message": "transcript", "start": -1, "end": 1, "utterance": []}', "invalid_field", "start"),
+     ('{"message": "transcript", "start": 0, "end": 1}', "missing_field", "utterance"),
+     ('{"message": "transcript", "start": 0, "end": 1, "utterance": {}}', "invalid_field", "utterance"),
+     ('{"message": "transcript", "start": 0, "end": 1, "utterance": ["x"]}', "invalid_field", "utterance[]"),
+     ('{"message": "transcript", "start": 0, "end": 1, "utterance": [{"txt": "x"}]}', "missing_field", "utterance[].text"),
+     ('{"message": "transcript", "start": 0, "end": 1, "utterance": [{"text": 1}]}', "invalid_field", "utterance[].text"),
+     ('{"message": "transcript", "start": true, "end": 1, "utterance": []}', "invalid_field", "start"),
+     ('{"message": "finalResponse", "summary": []}', "invalid_field", "summary")],
 )  # fmt: skip
-def test_malformed(frame: str | bytes, reason: str) -> None:
-    with pytest.raises(AsappMessageError) as info:
+def test_malformed(frame: str | bytes, reason: str, detail: str) -> None:
+    with pytest.raises(FrameRejected) as info:
         parse_message(frame)
-    assert info.value.reason == reason
+    assert (info.value.reason, info.value.detail) == (reason, detail)
 
 
 json_values = st.recursive(
@@ -120,8 +129,8 @@ def test_any_object_parses_or_fails_with_a_known_reason(frame: dict[str, object]
         return
     try:
         msg = parse_message(raw)
-    except AsappMessageError as exc:
-        assert exc.reason in {"not_json", "not_object", "no_message_type", "bad_field"}
+    except FrameRejected as exc:
+        assert exc.reason in REJECT_REASONS
         return
     if isinstance(msg, TranscriptMessage):
         assert 0 <= msg.start_ms <= msg.end_ms
@@ -132,8 +141,8 @@ def test_any_object_parses_or_fails_with_a_known_reason(frame: dict[str, object]
 def test_any_bytes_parse_or_fail_with_a_known_reason(frame: bytes) -> None:
     try:
         parse_message(frame)
-    except AsappMessageError:
-        pass
+    except FrameRejected as exc:
+        assert exc.reason in REJECT_REASONS
 
 
 def test_timeline_maps_offsets_across_gaps() -> None:
