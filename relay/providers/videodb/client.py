@@ -195,7 +195,7 @@ class VideoDBCollectionClient:
             # Once per reason per socket at warning level: a broken upstream must not flood the log.
             level = logging.DEBUG if exc.reason in self._logged_reasons else logging.WARNING
             self._logged_reasons.add(exc.reason)
-            log.log(level, "videodb %s: frame rejected (%s)", self.collection.id, exc.reason)
+            log.log(level, "videodb %s: frame rejected (%s)", self.collection.id, exc)  # reason (field): no content
             return
         await self._publisher.publish(event, received_ns=received_ns)
 
