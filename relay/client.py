@@ -142,14 +142,14 @@ class RelayClient:
                     raise RedisTimeoutError("no subscription confirmation from Redis")
                 confirmed += message["type"] == "psubscribe"
         except BaseException:
-            await pubsub.aclose()
+            await _close_pubsub(pubsub)
             raise
         self._pubsub = pubsub
 
     async def aclose(self) -> None:
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.aclose()
+                await _close_pubsub(self._pubsub)
             self._pubsub = None
         if self._owns_redis:
             await self._redis.aclose()
@@ -192,7 +192,7 @@ class RelayClient:
                     raise
                 log.warning("lost the Redis subscription (%s); resubscribing", type(exc).__name__)
                 with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.aclose()
+                    await _close_pubsub(self._pubsub)
                 self._pubsub = None
                 continue
             if message is not None and message["type"] == "pmessage":
@@ -230,3 +230,8 @@ class RelayClient:
             if len(self._seen) > self.dedupe:
                 self._seen.popitem(last=False)
         return event
+
+
+async def _close_pubsub(pubsub: PubSub) -> None:
+    """``PubSub.aclose``, which redis-py leaves unannotated."""
+    await pubsub.aclose()  # type: ignore[no-untyped-call]

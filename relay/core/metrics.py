@@ -102,6 +102,12 @@ class RelayMetrics:
         self.upstream_reconnects = Counter(
             "relay_upstream_reconnects_total", "Outbound reconnect attempts after a drop or failure.", ["provider"], registry=r
         )
+        self.bridge_errors = Counter(
+            "relay_bridge_errors_total",
+            "Events a bridge (an observer of the Recall stream) failed on: a relay bug, not bad input.",
+            ["bridge"],
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "relay_upstream_errors_total", "Outbound provider errors, by reason.", ["provider", "reason"], registry=r
         )

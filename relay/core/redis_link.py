@@ -73,7 +73,7 @@ class RedisPublishLink(asyncio.Protocol):
     @classmethod
     async def open(cls, url: str, *, timeout_s: float) -> RedisPublishLink:
         """Connect, authenticate and select the database of ``url``; raises OSError on failure."""
-        options = parse_url(url)
+        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         loop = asyncio.get_running_loop()
         link = cls(timeout_s)
         async with asyncio.timeout(timeout_s):

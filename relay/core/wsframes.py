@@ -22,10 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # websockets built without its C extension
-    from websockets.utils import apply_mask
+from relay.core.internals import apply_mask
 
 __all__ = ["BINARY", "CONTROL", "REST", "TEXT", "DataFrameSplitter"]
 

@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import uvicorn
@@ -48,7 +48,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from relay.dev.embedded import EmbeddedServer
+from relay.dev.embedded import AppServer
 
 BYTES_PER_MS = 16  # 8 kHz, 16-bit, mono
 URL_PATH = "/autotranscribe/v1/streaming-url"
@@ -140,8 +140,7 @@ class AsappEmulator:
         self._url_failures: list[_UrlFailure] = []
         self._streams: set[_Stream] = set()
         self._changed: asyncio.Event | None = None
-        self._server: EmbeddedServer | None = None
-        self._serve_task: asyncio.Task[None] | None = None
+        self._server: AppServer | None = None
         self.base_url = ""
         self.app = Starlette(
             routes=[
@@ -307,7 +306,7 @@ class AsappEmulator:
         if stream.started_at is None:
             if kind != "startStream":
                 await self._fail(stream, "4050", "stream not started")
-            await self._start(stream, data)  # type: ignore[arg-type]
+            await self._start(stream, data)
         elif kind == "finishStream":
             await self._finish(stream)
         elif kind == "updateVocabulary":
@@ -395,7 +394,7 @@ class AsappEmulator:
             await stream.ws.close()
         raise _Closed
 
-    async def _fail(self, stream: _Stream, code: str, description: str) -> None:
+    async def _fail(self, stream: _Stream, code: str, description: str) -> NoReturn:
         """Send a status error, discard untranscribed audio, close: the socket is done."""
         self.errors_sent.append(code)
         self._discard(stream)
@@ -418,26 +417,15 @@ class AsappEmulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on ``host:port`` (0: a free port) in this event loop; returns the base URL."""
-        config = uvicorn.Config(
-            self.app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
-        )
-        self._server = EmbeddedServer(config)  # signals stay the program's (see relay.dev.embedded)
-        self._serve_task = asyncio.create_task(self._server.serve(), name="asapp-emulator")
-        while not self._server.started:
-            if self._serve_task.done():
-                self._serve_task.result()  # raises why it could not start
-                raise RuntimeError("asapp emulator stopped before it started")
-            await asyncio.sleep(0.005)
-        sock = self._server.servers[0].sockets[0]
-        self.base_url = f"http://{host}:{sock.getsockname()[1]}"
+        self._server = AppServer(self.app, host, port, graceful_shutdown_s=2)  # signals stay the program's
+        await self._server.start()
+        self.base_url = self._server.url
         return self.base_url
 
     async def stop(self) -> None:
-        if self._server is None or self._serve_task is None:
-            return
-        self._server.should_exit = True
-        await self._serve_task
-        self._server = self._serve_task = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
 
     async def __aenter__(self) -> AsappEmulator:
         await self.start()

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
-from uvicorn.config import UvicornDeprecationWarning
 
 __all__ = ["AppServer", "EmbeddedServer"]
 
@@ -38,15 +36,15 @@ class AppServer:
     that need an app (e.g. the relay's webhook routes) on a real socket.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, graceful_shutdown_s: int | None = None) -> None:
         self.host = host
         self.port = port
-        # ws="websockets": uvicorn's websockets-sansio server dropped sockets right after the
-        # handshake and hung at shutdown in our tests (uvicorn 0.3x); revisit when it matures.
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", ws="websockets")
-        with warnings.catch_warnings():  # uvicorn's notice that this choice is deprecated: known, see above
-            warnings.simplefilter("ignore", UvicornDeprecationWarning)
-            config.load()
+        # WebSockets over uvicorn's sans-I/O protocol (websockets' current API): its other
+        # implementation is built on websockets.legacy, deprecated upstream.
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="off", ws="websockets-sansio",
+            timeout_graceful_shutdown=graceful_shutdown_s,
+        )  # fmt: skip
         self._server = EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
 

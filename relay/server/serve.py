@@ -15,14 +15,15 @@ import multiprocessing
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from starlette.applications import Starlette
 
+from relay.core.internals import HttpToolsProtocol, forget_captured_signals
 from relay.server.app import Relay
 from relay.server.settings import Settings
 
@@ -42,8 +43,8 @@ class RelayHttpProtocol(HttpToolsProtocol):
     handshake_timeout_s: float = 10.0
     max_head_bytes: int = 64 * 1024
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[arg-type]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
         self._head_deadline: asyncio.TimerHandle | None = self.loop.call_later(
             self.handshake_timeout_s, self._head_timed_out
         )
@@ -113,15 +114,20 @@ class RelayServer(uvicorn.Server):
         self.relay = relay
         self.embedded = embedded
 
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext() if self.embedded else super().capture_signals()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if self.embedded:
+            yield
+        else:
+            with super().capture_signals():
+                yield
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.relay.begin_shutdown()
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals once it has stopped, so the process would die by
         # SIGTERM; a drain that completed is a clean exit (status 0).
-        self._captured_signals.clear()
+        forget_captured_signals(self)
 
 
 def uvicorn_config(app: Starlette, settings: Settings, *, fd: int | None = None) -> uvicorn.Config:
@@ -146,7 +152,8 @@ def uvicorn_config(app: Starlette, settings: Settings, *, fd: int | None = None)
         proxy_headers=True,
         forwarded_allow_ips=server.forwarded_allow_ips,
         # Sockets close at once with 1012; this bounds waiting for handlers still publishing.
-        timeout_graceful_shutdown=max(grace / 2, 0.5),
+        # uvicorn annotates int but passes it to asyncio.wait_for, which takes seconds as a float.
+        timeout_graceful_shutdown=max(grace / 2, 0.5),  # type: ignore[arg-type]
         server_header=False,
     )
 

@@ -168,6 +168,12 @@ def _videodb_webhook(n: int, body: dict[str, Any]) -> Callable[[], EventBase]:
     return build
 
 
+def _final_response(frame: bytes) -> asapp_parse.FinalResponse:
+    message = asapp_parse.parse_message(frame)
+    assert isinstance(message, asapp_parse.FinalResponse), message
+    return message
+
+
 def _asapp(n: int, make: Callable[[SessionRef, Participant], EventBase]) -> Callable[[], EventBase]:
     def build() -> EventBase:
         session = SessionRef(id="a5437136-4b69-429a-9e0c-cd388fd8fee6", stream_name="participant:100")
@@ -212,7 +218,7 @@ def examples() -> dict[str, Example]:
                 {"rtstream_id": "rts-81d0e4", "name": "display:1", "media_types": ["video"]}]}}),
             "videodb parse_webhook"),
         "stream.summary": Example(_asapp(12, lambda session, who: asapp_parse.summary_event(
-            asapp_parse.parse_message(orjson.dumps({
+            _final_response(orjson.dumps({
                 "message": "finalResponse", "streamId": "asapp-7c21", "status": {"code": "1000", "description": "OK"},
                 "summary": {"totalAudioBytes": 960000, "audioDurationMs": 60000, "streamingSeconds": 60.4,
                             "transcripts": 14}})),
@@ -324,8 +330,10 @@ def render() -> str:
             out += [f"| `{t}` | {_channel(event, t)} |" for t in PARTICIPANT_TYPES]
         else:
             out += [f"Channel: {_channel(event, event.type)}"]
-        out += ["", f"Payload (`{cls.model_fields['payload'].annotation.__name__}`):", ""]
-        out += _fields_table(cls.model_fields["payload"].annotation)
+        payload = cls.model_fields["payload"].annotation
+        assert isinstance(payload, type) and issubclass(payload, BaseModel), payload
+        out += ["", f"Payload (`{payload.__name__}`):", ""]
+        out += _fields_table(payload)
         origin = f"produced by `{example.produced_by}` from a documented frame" if example.produced_by else "built from the schema classes (no parser output yet)"
         out += ["", f"Example ({origin}):", "", "```json", _example_json(event), "```", ""]
     return "\n".join(out)

@@ -68,18 +68,19 @@ def summarize(event: EventBase) -> str:
     if isinstance(event, IndexEvent):
         return event.payload.text
     if isinstance(event, AlertEvent):
-        p = event.payload
-        return f"{p.label}: {'triggered' if p.triggered else 'cleared'}" + (
-            f" ({p.confidence:.2f})" if p.confidence is not None else ""
+        alert = event.payload
+        return f"{alert.label}: {'triggered' if alert.triggered else 'cleared'}" + (
+            f" ({alert.confidence:.2f})" if alert.confidence is not None else ""
         )
     if isinstance(event, SessionStatusEvent):
         return event.payload.status
     if isinstance(event, StreamSummaryEvent):
-        p = event.payload
-        return f"stream {p.stream_id or '?'} {p.status_code or ''}: {p.transcripts or 0} transcripts, {p.audio_bytes or 0} B"
+        summary = event.payload
+        return (f"stream {summary.stream_id or '?'} {summary.status_code or ''}: "
+                f"{summary.transcripts or 0} transcripts, {summary.audio_bytes or 0} B")  # fmt: skip
     if isinstance(event, StreamErrorEvent):
-        p = event.payload
-        return f"{p.code} {p.message}" + (" (permanent)" if p.permanent else "")
+        error = event.payload
+        return f"{error.code} {error.message}" + (" (permanent)" if error.permanent else "")
     if isinstance(event, ProviderDataEvent):
         return "provider data"
     if isinstance(event, GenericEvent):

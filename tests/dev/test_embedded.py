@@ -38,7 +38,7 @@ async def test_app_server_and_emulators_leave_sigint_to_the_program(
     program_handles_sigint: asyncio.Event, asapp_emulator: Any, videodb_emulator: Any
 ) -> None:
     async with AppServer(Starlette()) as app_server:
-        servers = [app_server._server, asapp_emulator._server, videodb_emulator._server._server]
+        servers = [app_server._server, asapp_emulator._server._server, videodb_emulator._server._server]
         await _sigint_reaches_the_program(program_handles_sigint, servers)
 
 

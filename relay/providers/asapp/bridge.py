@@ -7,9 +7,12 @@ accepted event. For a bridged meeting (``AsappSettings.bridges``) it keeps one
 one conversation. A speaker's stream is finished when they leave (a new one starts if they come
 back), all of a meeting's streams when the bot disconnects, and every stream at shutdown.
 
-``on_event`` runs on the Recall socket's task: it only decodes and resamples the chunk and hands
-it to the stream (no awaits, never raises); sockets, retries and publishing run on each stream's
-own task, so one stuck or failing stream never holds up the meeting or another speaker.
+Its :attr:`~AsappBridge.interest` asks the ingress for audio chunks and leaves of bridged meetings
+only, so other meetings' events and other types cost it nothing (no model is built for them).
+``on_event`` runs inside the Recall connection's ``data_received``: it only decodes and resamples
+the chunk and hands it to the stream (no awaits, never raises); sockets, retries and publishing
+run on each stream's own task, so one stuck or failing stream never holds up the meeting or
+another speaker.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from relay.core.metrics import RelayMetrics
+from relay.core.observers import Interest
 from relay.providers.asapp.config import AsappSettings
 from relay.providers.asapp.stream import AsappStream, SpeakerStream
 from relay.core.publisher import EventPublisher
@@ -41,6 +45,8 @@ class _Meeting:
 
 class AsappBridge:
     """Streams bridged Recall meetings to ASAPP AutoTranscribe; see the module docstring."""
+
+    name = "asapp"
 
     def __init__(self, settings: AsappSettings, publisher: EventPublisher, metrics: RelayMetrics) -> None:
         self._settings = settings
@@ -70,12 +76,20 @@ class AsappBridge:
 
     # --- RecallObserver ----------------------------------------------------------------------
 
+    @property
+    def interest(self) -> Interest:
+        """Audio chunks and leaves, of the meetings the bridging rule selects."""
+        return Interest(frozenset({"audio.chunk", "participant.leave"}), self._bridged)
+
+    def _bridged(self, session: SessionRef) -> bool:
+        return self._settings.bridges(session.metadata)
+
     def on_event(self, event: EventBase) -> None:
         try:
             self._on_event(event)
         except Exception:  # an observer must never break the Recall socket
             log.exception("asapp bridge: event %s not handled", event.type)
-            self._metrics.upstream_errors.labels("asapp", "bridge_internal").inc()
+            self._metrics.bridge_errors.labels(self.name).inc()
 
     def on_disconnect(self, session: SessionRef) -> None:
         meeting = self._meetings.pop(session.id, None)

@@ -56,7 +56,8 @@ class Downsampler:
 
 
 def _to_pcm(samples: np.ndarray) -> bytes:
-    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
+    pcm: bytes = np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
+    return pcm
 
 
 def frame_length(available: int, *, max_bytes: int, min_bytes: int = 20 * OUT_BYTES_PER_MS, final: bool = False) -> int:

@@ -43,13 +43,14 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from relay.core.internals import clear_parser_failure, parser_failure, server_connections
 from relay.core.metrics import RelayMetrics
-from relay.core.observers import RecallObserver
+from relay.core.observers import ObserverRoutes, RecallObserver
 from relay.providers.recall.auth import SignatureVerifier, TokenVerifier
 from relay.errors import FrameRejected
 from relay.providers.recall.parse import RecallParser
 from relay.core.publisher import EventPublisher
-from relay.schema import EventRecord
+from relay.schema import EventRecord, SessionRef
 from relay.core.wsframes import CONTROL, REST, TEXT, DataFrameSplitter
 
 log = logging.getLogger("relay.recall")
@@ -79,7 +80,8 @@ class RecallIngress:
     ) -> None:
         self.publisher = publisher
         self.metrics = metrics
-        self.observers = tuple(observers)
+        self.routes = ObserverRoutes(observers)
+        self.observers = self.routes.observers
         self._tokens = tokens
         self._signatures = signatures
         self._paths = frozenset(paths)
@@ -104,7 +106,7 @@ class RecallIngress:
 
     def protocol_factory(self, config: Any = None, server_state: Any = None, app_state: Any = None, **_: Any) -> RecallConnection:
         """What uvicorn calls for each WebSocket upgrade (``uvicorn.Config(ws=...)``)."""
-        return RecallConnection(self, server_state.connections if server_state is not None else set())
+        return RecallConnection(self, server_connections(server_state))
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -169,6 +171,7 @@ class RecallConnection(asyncio.Protocol):
         "_ingress", "_uvicorn_connections", "_transport", "_ws", "_parser", "_client", "_open",
         "_last_seen", "_ping_sent_at", "_fragments", "_text", "_paused", "_rejected", "_close_code",
         "_drain_deadline", "_drain_timer", "_frames", "_bytes", "_splitter", "_head",
+        "_routes_session", "_routes",
     )  # fmt: skip
 
     def __init__(self, ingress: RecallIngress, uvicorn_connections: set[Any]) -> None:
@@ -196,6 +199,9 @@ class RecallConnection(asyncio.Protocol):
         # Set while draining at shutdown: when to give up on the bot's close reply, and the timer.
         self._drain_deadline: float | None = None
         self._drain_timer: asyncio.TimerHandle | None = None
+        # The observers per event type for the session they were worked out for (see _observe).
+        self._routes_session: SessionRef | None = None
+        self._routes: dict[str, tuple[RecallObserver, ...]] = {}
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -216,11 +222,11 @@ class RecallConnection(asyncio.Protocol):
             for kind, payload in splitter.feed(data):
                 if kind == CONTROL or kind == REST:  # a ping, a pong, or all the rest: websockets'
                     self._receive(payload)
-                    if self._ws.parser_exc is not None:
+                    if parser_failure(self._ws) is not None:
                         break  # websockets failed the connection: it discards what follows, so do we
                 else:
                     self._message(payload, kind == TEXT)
-            if splitter.handed_over or self._ws.parser_exc is not None:
+            if splitter.handed_over or parser_failure(self._ws) is not None:
                 self._splitter = None
         if self._frames:
             ingress = self._ingress
@@ -246,7 +252,7 @@ class RecallConnection(asyncio.Protocol):
             elif isinstance(event, Request):
                 output = True
                 self._handshake(event)
-        exc = ws.parser_exc
+        exc = parser_failure(ws)
         if exc is not None:
             output = True
             if self._close_code is None:
@@ -266,8 +272,7 @@ class RecallConnection(asyncio.Protocol):
         # traceback of the EOFError it keeps when the socket was cut mid-read, which refers back
         # to the protocol through the coroutine's frame.
         self._ws.receive_eof()
-        if self._ws.parser_exc is not None:
-            self._ws.parser_exc.__traceback__ = None
+        clear_parser_failure(self._ws)
         if not self._open:
             return
         self._open = False
@@ -288,7 +293,8 @@ class RecallConnection(asyncio.Protocol):
                 try:
                     observer.on_disconnect(session)
                 except Exception:
-                    log.exception("observer %s failed on disconnect", type(observer).__name__)
+                    ingress.metrics.bridge_errors.labels(observer.name).inc()
+                    log.exception("observer %s failed on disconnect", observer.name)
 
     # --- uvicorn's connection interface --------------------------------------------------------
 
@@ -377,16 +383,18 @@ class RecallConnection(asyncio.Protocol):
 
     def _frame(self, frame: Frame) -> None:
         opcode = frame.opcode
+        # websockets' parser gives bytes; its type says any bytes-like
+        data = frame.data if type(frame.data) is bytes else bytes(frame.data)
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if not frame.fin:
-                self._fragments = [frame.data]
+                self._fragments = [data]
                 self._text = opcode is Opcode.TEXT
                 return
-            self._message(frame.data, opcode is Opcode.TEXT)
+            self._message(data, opcode is Opcode.TEXT)
         elif opcode is Opcode.CONT:
             if self._fragments is None:
                 return
-            self._fragments.append(frame.data)
+            self._fragments.append(data)
             if frame.fin:
                 data, self._fragments = b"".join(self._fragments), None
                 self._message(data, self._text)
@@ -414,10 +422,11 @@ class RecallConnection(asyncio.Protocol):
             self._reject(exc)
             return
         accept = ingress.publisher.accept
+        observed = ingress.routes.types
         room = True
         for event in events:
             room = accept(event, received_ns) and room
-            if ingress.observers:
+            if observed and event.type in observed:
                 self._observe(event)
         if not room and not self._paused:
             # The queue is full: stop reading this socket (TCP slows the bot) until there is room.
@@ -434,19 +443,30 @@ class RecallConnection(asyncio.Protocol):
             self._transport.resume_reading()
 
     def _observe(self, record: EventRecord) -> None:
-        observers = self._ingress.observers
+        """Hand ``record`` to the observers that want it, as a model built only if one does."""
+        session = record.session
+        if session is not self._routes_session:  # the parser keeps one SessionRef per session
+            self._routes_session = session
+            self._routes = self._ingress.routes.for_session(session)
+        takers = self._routes.get(record.type)
+        if not takers:
+            return
+        # A failure here is the relay's bug (the parser checked the frame), not the provider's:
+        # counted per bridge, not as a rejected frame.
+        bridge_errors = self._ingress.metrics.bridge_errors
         try:
-            event = record.model()  # built only when someone looks
+            event = record.model()
         except Exception:
-            self._ingress.metrics.frames_rejected.labels(SOURCE, "observer_error").inc()
+            for observer in takers:
+                bridge_errors.labels(observer.name).inc()
             log.exception("could not build a %s event for the observers", record.type)
             return
-        for observer in observers:
+        for observer in takers:
             try:
                 observer.on_event(event)
             except Exception:  # a bridge's bug must not cost the bot its connection
-                self._ingress.metrics.frames_rejected.labels(SOURCE, "observer_error").inc()
-                log.exception("observer %s failed on a %s event", type(observer).__name__, event.type)
+                bridge_errors.labels(observer.name).inc()
+                log.exception("observer %s failed on a %s event", observer.name, event.type)
 
     def _reject(self, exc: FrameRejected) -> None:
         self._rejected += 1

@@ -83,8 +83,9 @@ class JobBinder:
                                    {"prompt": s.visual_index_prompt, "ws_connection_id": connection_id})  # fmt: skip
             ok &= data is not None
             index_id = data.get("rtstream_index_id") if data else None
-            for rule in s.alerts if isinstance(index_id, str) else ():
-                ok &= await self._alert(stream, index_id, rule, connection_id)
+            if isinstance(index_id, str):
+                for rule in s.alerts:
+                    ok &= await self._alert(stream, index_id, rule, connection_id)
         return ok
 
     async def _alert(self, stream: RtStreamInfo, index_id: str, rule: AlertRule, connection_id: str) -> bool:

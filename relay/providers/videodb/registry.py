@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import orjson
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from relay.providers.videodb.parse import RtStreamInfo
 
@@ -31,7 +32,7 @@ class RtStreamRegistry:
         self.key = f"{key_prefix}:videodb:{collection}:rtstreams"
 
     async def add(self, streams: Iterable[RtStreamInfo]) -> None:
-        mapping = {
+        mapping: dict[FieldT, EncodableT] = {
             s.rtstream_id: orjson.dumps(
                 {"capture_session_id": s.capture_session_id, "name": s.name, "media_types": list(s.media_types)}
             )

@@ -7,6 +7,7 @@ asserts on what a Redis subscriber receives, on close codes and on the relay's m
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 import gc
 import base64
 
@@ -284,3 +285,75 @@ async def test_a_finished_connection_leaves_no_cyclic_garbage(start_relay, colle
         gc.set_debug(0)
         gc.garbage.clear()
     assert left == []
+
+
+# --- observers -------------------------------------------------------------------------------------
+
+
+class RecordingObserver:
+    """An observer of the given interest that records what it is handed (and may fail on it)."""
+
+    def __init__(self, name: str, interest: "Interest", fail: bool = False) -> None:
+        self.name = name
+        self.interest = interest
+        self.fail = fail
+        self.events: list[Any] = []
+        self.disconnects: list[str] = []
+        self.disconnected = asyncio.Event()
+
+    def on_event(self, event: Any) -> None:
+        self.events.append(event)
+        if self.fail:
+            raise RuntimeError("a bridge bug")
+
+    def on_disconnect(self, session: Any) -> None:
+        self.disconnects.append(session.id)
+        self.disconnected.set()
+
+
+def _observe_with(relay: Any, *observers: Any) -> None:
+    from relay.core.observers import ObserverRoutes
+
+    ingress = relay.relay.ingress
+    ingress.routes = ObserverRoutes(observers)
+    ingress.observers = ingress.routes.observers
+
+
+async def test_observers_get_only_the_types_and_sessions_they_declared(start_relay, collect, monkeypatch) -> None:
+    from relay.core.observers import Interest
+    from relay.schema import EventRecord
+
+    built: list[str] = []
+    model = EventRecord.model
+    monkeypatch.setattr(EventRecord, "model", lambda self: built.append(self.type) or model(self))
+    relay = await start_relay()
+    sales = RecordingObserver("sales", Interest(frozenset({"audio.chunk"}), lambda s: s.metadata.get("team") == "sales"))
+    support = RecordingObserver("support", Interest(frozenset({"transcript.final", "audio.chunk"}), lambda s: s.metadata.get("team") == "support"))
+    _observe_with(relay, sales, support)
+    events = collect("relay:*")
+    async with await open_bot(relay.recall_url()) as bot:
+        await bot.send(transcript("not observed"))
+        await bot.send(audio())
+    await events.wait_for(2)
+    await sales.disconnected.wait()
+    assert [e.type for e in sales.events] == ["audio.chunk"]
+    assert support.events == []
+    assert built == ["audio.chunk"]  # no model for the transcript nobody wanted
+    assert sales.disconnects == support.disconnects == [RECORDING]
+
+
+async def test_a_failing_observer_is_a_bridge_error_not_a_rejected_frame(start_relay, collect) -> None:
+    from relay.core.observers import Interest
+
+    relay = await start_relay()
+    broken = RecordingObserver("broken", Interest(frozenset({"transcript.final"})), fail=True)
+    _observe_with(relay, broken)
+    events = collect("relay:events:*")
+    async with await open_bot(relay.recall_url()) as bot:
+        await bot.send(transcript("one"))
+        await bot.send(transcript("two"))
+    assert [e.payload.text for e in await events.wait_for(2)] == ["one", "two"]
+    await broken.disconnected.wait()
+    assert relay.metric("relay_bridge_errors_total", bridge="broken") == 2
+    assert relay.metric("relay_frames_rejected_total", source="recall", reason="observer_error") == 0
+    assert relay.metric("relay_connections_closed_total", source="recall", code="1000") == 1
