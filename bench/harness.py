@@ -130,13 +130,16 @@ def start_target(name: str, redis_url: str, max_connections: int = 20_000, relay
     # -P: the relay is imported from PYTHONPATH (relay_src first), not from the working directory.
     py = [sys.executable, "-P"]
     helpers: list[subprocess.Popen[bytes]] = []
-    if name == "relay-asapp":
-        # The relay with the ASAPP bridge on (every meeting bridged) against the ASAPP emulator.
+    if name in ("relay-asapp", "relay-bridges"):
+        # The relay with the ASAPP bridge on against the ASAPP emulator: relay-asapp bridges every
+        # meeting; relay-bridges bridges only meetings whose endpoint metadata asks for it, and the
+        # load generator's never do (the cost of having the bridge on for everyone else).
         asapp_port = _free_port()
         helpers.append(subprocess.Popen([*py, "-m", "relay.dev.asapp_emulator", "--port", str(asapp_port)],
                                         env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL))  # fmt: skip
         env.update({"RELAY_ASAPP_ENABLED": "true", "RELAY_ASAPP_API_ID": "emulator-id", "RELAY_ASAPP_API_SECRET":
-                    "emulator-secret", "RELAY_ASAPP_BASE_URL": f"http://127.0.0.1:{asapp_port}", "RELAY_ASAPP_BRIDGE": "all"})  # fmt: skip
+                    "emulator-secret", "RELAY_ASAPP_BASE_URL": f"http://127.0.0.1:{asapp_port}",
+                    "RELAY_ASAPP_BRIDGE": "all" if name == "relay-asapp" else "metadata"})  # fmt: skip
         deadline = time.monotonic() + 30
         while _listeners(asapp_port) < 1:
             if time.monotonic() > deadline or helpers[0].poll() is not None:

@@ -36,13 +36,15 @@ def _median_run(runs: list[Result], key: str) -> Result:
     return ordered[len(ordered) // 2]
 
 
-def flood(bench: Bench, bots: int = 20, duration_s: float = 5.0, targets: Sequence[str] = ("relay", *BASELINES),
-          repeats: int = 3) -> Result:  # fmt: skip
+def flood(bench: Bench, bots: int = 20, duration_s: float = 5.0,
+          targets: Sequence[str] = ("relay", "relay-bridges", *BASELINES), repeats: int = 3) -> Result:  # fmt: skip
     """``bots`` bots send transcripts as fast as they can for ``duration_s``; events/s through Redis.
 
     Each target runs ``repeats`` times, interleaved (relay, baselines, relay, ...), and the median
     run counts. Also runs the load generator against the discard server: its send rate there is the
-    most the generator can offer, which has to exceed every target's throughput.
+    most the generator can offer, which has to exceed every target's throughput. ``relay-bridges``
+    is the relay with the ASAPP bridge on and no meeting bridged: what the bridge costs the meetings
+    it does not bridge (within 10 % of the relay, and still ahead of the forwarder).
     """
     every: dict[str, list[Result]] = {t: [] for t in (*targets, "discard")}
     for _ in range(repeats):
@@ -63,6 +65,14 @@ def flood(bench: Bench, bots: int = 20, duration_s: float = 5.0, targets: Sequen
         "flood >= 2.5x handwritten": (summary.get("relay_vs_handwritten") or 0) >= 2.5,
         "flood >= 1.0x forwarder": (summary.get("relay_vs_forwarder") or 0) >= 1.0,
     }
+    if "relay-bridges" in runs and relay:
+        bridges = runs["relay-bridges"]
+        summary["bridges_vs_relay"] = _ratio(bridges.get("events_per_s"), relay.get("events_per_s"))
+        if "forwarder" in runs:
+            summary["bridges_vs_forwarder"] = _ratio(bridges.get("events_per_s"), runs["forwarder"].get("events_per_s"))
+        summary["targets_met"]["bridges on >= 0.9x relay"] = (summary["bridges_vs_relay"] or 0) >= 0.9
+        if "forwarder" in runs:
+            summary["targets_met"]["bridges on >= 1.0x forwarder"] = (summary.get("bridges_vs_forwarder") or 0) >= 1.0
     summary["all_runs_events_per_s"] = {t: [r.get("events_per_s") or r.get("send_rate") for r in rs] for t, rs in every.items()}
     return {"workload": "flood", "params": {"bots": bots, "duration_s": duration_s, "repeats": repeats},
             "runs": [r for rs in every.values() for r in rs], "summary": summary}  # fmt: skip
