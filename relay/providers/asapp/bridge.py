@@ -141,7 +141,9 @@ class AsappBridge:
         try:
             pcm = base64.b64decode(event.payload.audio, validate=True)
         except (binascii.Error, ValueError):
-            self._metrics.frames_rejected.labels("asapp", "bad_audio").inc()
+            # The Recall parser checked this base64 (invalid_base64): failing here is the relay's bug.
+            self._metrics.bridge_errors.labels(self.name).inc()
+            log.error("asapp bridge: audio of %s that the parser accepted does not decode", event.session.id)
             return
         stream.feed(pcm, event.time.relative)
 
