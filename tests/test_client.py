@@ -166,7 +166,7 @@ async def test_receives_what_the_relay_publisher_publishes(redis_url: str, metri
                 await publisher.publish(chat(f"chat {i}"))
             events = await take(client, 20)
     finally:
-        await publisher.close(timeout=5)
+        await publisher.aclose(timeout=5)
     assert texts(events) == [f"line {i}" for i in range(20)]
 
 

@@ -207,7 +207,7 @@ class EventPublisher:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
 
-    async def close(self, timeout: float) -> None:
+    async def aclose(self, timeout: float) -> None:
         """Publish what is pending for up to ``timeout`` seconds, then stop; what is left is counted as dropped."""
         if self._loop is None:
             return

@@ -15,6 +15,11 @@ gives everything else back to websockets, which stays the one implementation of 
 Handing over only at frame boundaries keeps websockets' parser in step: it never sees half a
 frame from before the hand-over. Pure: bytes in, frames out, no I/O (``tests/core/test_wsframes.py``
 checks it against websockets frame for frame).
+
+Text payloads come out as bytes, undecoded: the Recall ingress decodes them and, departing from
+RFC 6455 on purpose, rejects an invalid UTF-8 text frame alone instead of failing the connection
+(see relay/providers/recall/ingress.py). websockets' sans-I/O protocol does not check UTF-8 in
+data frames either, so both paths behave the same.
 """
 
 from __future__ import annotations

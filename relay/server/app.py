@@ -171,7 +171,7 @@ def create_app(settings: Settings) -> Starlette:
                     log.error("shutdown: %r did not close in time", task)
                     task.cancel()
             await ingress.aclose(timeout=left(0.5))
-            await publisher.close(timeout=left())
+            await publisher.aclose(timeout=left())
             stats = publisher.stats
             log.info(
                 "relay stopped: %d events accepted, %d published, %d dropped",

@@ -72,7 +72,7 @@ async def test_publishes_in_order_on_text_and_media_channels(redis_url, collect,
     assert [e.id for e in media.events] == [e.id for e in sent if e.is_media]
     assert sample(metrics, "relay_events_published_total", source="recall", type="transcript.final") == 200
     assert sample(metrics, "relay_events_published_total", source="recall", type="audio.chunk") == 100
-    await publisher.close(timeout=5)
+    await publisher.aclose(timeout=5)
 
 
 async def test_a_long_loop_iteration_sends_as_it_goes(redis_url, collect, metrics) -> None:
@@ -87,7 +87,7 @@ async def test_a_long_loop_iteration_sends_as_it_goes(redis_url, collect, metric
     await text.wait_for(201)
     assert sample(metrics, "relay_publish_batch_size_count") == 5  # 1, then 4 x 50
     assert sample(metrics, "relay_publish_batch_size_bucket", le="50.0") == 5
-    await publisher.close(timeout=5)
+    await publisher.aclose(timeout=5)
 
 
 async def wait_until(predicate, timeout: float = 10.0) -> None:
@@ -120,7 +120,7 @@ async def test_redis_outage_loses_nothing_and_keeps_order(redis_server, redis_ur
     await wait_until(lambda: publisher.stats["pending"] == 0)  # the subscriber can be first to know
     assert publisher.stats == {"accepted": 150, "published": 150, "dropped": 0, "pending": 0}
     assert sample(metrics, "relay_redis_up") == 1
-    await publisher.close(timeout=5)
+    await publisher.aclose(timeout=5)
 
 
 async def test_full_outage_buffer_sheds_media_before_text(redis_server, redis_url, collect, metrics) -> None:
@@ -146,7 +146,7 @@ async def test_full_outage_buffer_sheds_media_before_text(redis_server, redis_ur
     assert sample(metrics, "relay_events_dropped_total", source="recall", reason="outage_buffer_full_text") == 0
     assert publisher.stats["dropped"] == dropped_media
     assert publisher.stats["published"] + publisher.stats["dropped"] == 39
-    await publisher.close(timeout=5)
+    await publisher.aclose(timeout=5)
 
 
 async def test_full_queue_applies_backpressure(redis_server, redis_url, metrics) -> None:
@@ -162,7 +162,7 @@ async def test_full_queue_applies_backpressure(redis_server, redis_url, metrics)
     assert not blocked.done(), "a full queue must make producers wait"
     await client.execute_command("CLIENT", "UNPAUSE")
     await asyncio.wait_for(blocked, 5)
-    await publisher.close(timeout=5)
+    await publisher.aclose(timeout=5)
     assert publisher.stats["published"] == 7
     await client.aclose()
 
@@ -173,6 +173,6 @@ async def test_close_flushes_then_counts_what_is_left(redis_server, redis_url, m
     redis_server.stop()
     for n in range(10):
         await publisher.publish(transcript(n))
-    await publisher.close(timeout=0.3)
+    await publisher.aclose(timeout=0.3)
     assert publisher.stats["dropped"] == 10
     assert sample(metrics, "relay_events_dropped_total", source="recall", reason="shutdown") == 10

@@ -16,7 +16,10 @@ uvicorn still owns the listening socket, HTTP and TLS, and hands WebSocket upgra
   draining) and is counted by reason. The query string never reaches a log line.
 * **Per frame**: a frame that does not parse is counted (``relay_frames_rejected_total``), logged
   once per connection with its reason, and skipped; the connection and everything it sent before
-  stay good. Frames over ``max_frame_bytes`` close the connection with 1009, after the frames that
+  stay good. That includes a text frame that is not valid UTF-8, where RFC 6455 (section 8.1)
+  has the endpoint fail the connection (close code 1007): here it costs that frame, not the
+  meeting's connection and the frames behind it (reason ``invalid_utf8``). This is deliberate,
+  and the one place the relay departs from the RFC. Frames over ``max_frame_bytes`` close the connection with 1009, after the frames that
   arrived before it have been published.
 * **Backpressure**: when the publish queue is full the connection stops reading its socket (TCP
   then slows the bot) and resumes when the publisher has room again.

@@ -116,8 +116,8 @@ class WebhookReceiver:
         return JSONResponse({"ok": False, "error": outcome}, status_code=status)
 
     async def endpoint(self, request: Request) -> Response:
-        collection = request.path_params.get("collection", self._default)
-        if collection not in self._registries:
+        collection: str | None = request.path_params.get("collection", self._default)
+        if collection is None or collection not in self._registries:
             return self._reject("unknown_collection", 404)
         limit = self._settings.webhook_max_body_bytes
         declared = request.headers.get("content-length", "")

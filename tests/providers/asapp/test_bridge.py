@@ -85,7 +85,7 @@ async def publisher(redis_url: str, metrics: RelayMetrics) -> AsyncIterator[Even
     pub = EventPublisher(redis_url, metrics, PublisherConfig(), ChannelScheme())
     pub.start()
     yield pub
-    await pub.close(timeout=5)
+    await pub.aclose(timeout=5)
 
 
 @pytest.fixture

@@ -357,3 +357,16 @@ async def test_a_failing_observer_is_a_bridge_error_not_a_rejected_frame(start_r
     assert relay.metric("relay_bridge_errors_total", bridge="broken") == 2
     assert relay.metric("relay_frames_rejected_total", source="recall", reason="observer_error") == 0
     assert relay.metric("relay_connections_closed_total", source="recall", code="1000") == 1
+
+
+async def test_an_invalid_utf8_text_frame_costs_that_frame_not_the_connection(start_relay, collect) -> None:
+    # RFC 6455 section 8.1 would fail the connection (1007); the relay drops the one frame on purpose.
+    relay = await start_relay()
+    events = collect("relay:events:*")
+    async with await open_bot(relay.recall_url()) as bot:
+        await bot.send(transcript("before"))
+        await bot.send(b'{"event": "\xff"}', text=True)
+        await bot.send(transcript("after"))
+    assert [e.payload.text for e in await events.wait_for(2)] == ["before", "after"]
+    assert relay.metric("relay_frames_rejected_total", source="recall", reason="invalid_utf8") == 1
+    # "after" came over the same connection, behind the bad frame: the connection was not failed.

@@ -102,7 +102,7 @@ async def running_service(settings: VideoDBSettings, redis_url: str) -> AsyncIte
             finally:
                 await service.aclose()
     finally:
-        await publisher.close(timeout=5)
+        await publisher.aclose(timeout=5)
         await redis.aclose()
 
 

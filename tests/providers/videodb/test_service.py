@@ -154,7 +154,7 @@ async def test_duplicate_webhooks_are_published_once(videodb_emulator, redis_url
         assert await emu.post_webhook(relay.webhook_url, stopped, times=3) == [200, 200, 200]
         assert await emu.post_webhook(relay.webhook_url + "/default", exported) == [200]
         got = await events.wait_for(2)
-        await relay.publisher.close(timeout=5)  # flush: nothing else is pending
+        await relay.publisher.aclose(timeout=5)  # flush: nothing else is pending
         assert [e.payload.status for e in events.events] == ["stopped", "exported"]
         assert got[1].payload.detail["data"]["exported_video_id"] == "m-1"
         assert sample(relay.metrics, "relay_videodb_webhooks_total", outcome="accepted") == 4
