@@ -11,7 +11,9 @@ socket (:class:`_Conn`) carries a contiguous part of it; ASAPP's transcripts say
 socket's audio) how far it has transcribed, which *confirms* the audio up to there. Audio is kept
 until confirmed, so when a socket fails the next one (new URL, new ``startStream``) starts from the
 confirmed offset: nothing is lost and nothing already transcribed is sent twice. The buffer is
-bounded by ``buffer_max_ms``; beyond it the oldest audio goes, counted by reason.
+bounded by ``buffer_max_ms``; beyond it the oldest audio goes, counted by reason. The books (offsets,
+confirmation, rewind, the bounded window) are kept by :mod:`relay.providers.asapp.ledger`; this module
+does the I/O around them.
 
 Every socket starts with ``POST /autotranscribe/v1/streaming-url`` (URLs are single-use and expire),
 then ``startStream`` and waits for ``startResponse`` 1000. Failures to get there are retried with
@@ -29,7 +31,6 @@ import contextlib
 import email.utils
 import logging
 import time
-from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -57,6 +58,7 @@ from relay.providers.asapp.parse import (
     summary_event,
     transcript_event,
 )
+from relay.providers.asapp.ledger import AudioLedger, SocketLedger
 from relay.providers.asapp.resample import OUT_BYTES_PER_MS, Downsampler, frame_length
 from relay.providers.asapp.timeline import AudioTimeline
 from relay.core.publisher import EventPublisher
@@ -111,32 +113,12 @@ class _Conn:
     stream_id: str | None
     started_at: float
     last_send: float
-    #: (socket offset, global offset) at each discontinuity of the audio sent on this socket.
-    segments: list[tuple[int, int]] = field(default_factory=list)
-    bytes_sent: int = 0
-    #: Global offset after the last byte sent, and up to which the server confirmed.
-    sent_end: int = 0
-    acked: int = 0
+    audio: SocketLedger = field(default_factory=SocketLedger)
     failure: _Failure | None = None
     kind: ErrorKind | None = None
     final: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     reader: asyncio.Task[None] | None = None
-
-    def record(self, global_offset: int, n: int) -> None:
-        if not self.segments:
-            self.acked = global_offset
-        if not self.segments or self.sent_end != global_offset:
-            self.segments.append((self.bytes_sent, global_offset))
-        self.bytes_sent += n
-        self.sent_end = global_offset + n
-
-    def to_global(self, socket_offset: int) -> int | None:
-        i = bisect_right(self.segments, (socket_offset, float("inf"))) - 1
-        if i < 0:
-            return None
-        conn_off, global_off = self.segments[i]
-        return global_off + socket_offset - conn_off
 
 
 class AsappStream:
@@ -165,9 +147,7 @@ class AsappStream:
         self._resampler = Downsampler()
         self._timeline = AudioTimeline()
         self._backoff = Backoff(settings.backoff_initial_s, max(settings.backoff_max_s, settings.backoff_initial_s))
-        self._buf = bytearray()
-        self._buf_start = 0  # global offset of _buf[0]
-        self._sent = 0  # global offset of the next byte to send
+        self._ledger = AudioLedger(settings.buffer_max_ms * OUT_BYTES_PER_MS)
         self._in_offset = 0  # global offset of the next input sample (input time, not resampler output)
         self._reported_buffer = 0
         self._last_feed = time.monotonic()
@@ -238,33 +218,18 @@ class AsappStream:
 
     # --- buffer ----------------------------------------------------------------------------
 
-    @property
-    def _end(self) -> int:
-        return self._buf_start + len(self._buf)
-
     def _append(self, audio: bytes) -> None:
         if not audio:
             return
-        self._buf.extend(audio)
-        limit = self._settings.buffer_max_ms * OUT_BYTES_PER_MS
-        excess = len(self._buf) - limit
-        if excess > 0:
-            cut = self._buf_start + excess + excess % 2
-            if cut > self._sent:
-                self._drop(cut - self._sent, "buffer_full")
-                self._sent = cut
-            del self._buf[: cut - self._buf_start]
-            self._buf_start = cut
+        self._drop(self._ledger.append(audio), "buffer_full")
         self._report_buffer()
         self._wake.set()
 
     def _confirm(self, offset: int) -> None:
         """Audio before ``offset`` is transcribed: forget it."""
-        if offset > self._buf_start:
-            cut = min(offset, self._sent)
-            del self._buf[: cut - self._buf_start]
-            self._buf_start = cut
-            self._timeline.forget_before(cut)
+        start = self._ledger.confirm(offset)
+        if start is not None:
+            self._timeline.forget_before(start)
             self._report_buffer()
 
     def _drop(self, n: int, reason: str) -> None:
@@ -273,8 +238,8 @@ class AsappStream:
             self._metrics.asapp_audio_dropped_bytes.labels(reason).inc(n)
 
     def _report_buffer(self) -> None:
-        self._metrics.asapp_audio_buffered_bytes.inc(len(self._buf) - self._reported_buffer)
-        self._reported_buffer = len(self._buf)
+        self._metrics.asapp_audio_buffered_bytes.inc(self._ledger.buffered - self._reported_buffer)
+        self._reported_buffer = self._ledger.buffered
 
     def _flush_resampler(self) -> None:
         if not self._flushed:
@@ -315,8 +280,7 @@ class AsappStream:
         finally:
             for c in list(self._conns):
                 await self._close_conn(c)
-            self._drop(self._end - self._sent, "stream_stopped")
-            self._buf.clear()
+            self._drop(self._ledger.discard(), "stream_stopped")
             self._report_buffer()
             if self.state != StreamState.STOPPED:
                 self.state = StreamState.CLOSED
@@ -328,7 +292,7 @@ class AsappStream:
             self._wake.clear()
             if self._finish_requested:
                 self._flush_resampler()
-            unsent = self._end - self._sent
+            unsent = self._ledger.unsent
             # A tail under one minimum frame (20 ms) waits for more speech rather than opening a socket.
             if unsent >= MIN_FRAME_BYTES or (self._finish_requested and unsent > 0):
                 return True
@@ -353,7 +317,7 @@ class AsappStream:
                 return "rollover"
             if self._finish_requested:
                 self._flush_resampler()
-            available = self._end - self._sent
+            available = self._ledger.unsent
             # Full frames while audio flows; a short one once the speaker paused (lower latency).
             stale = now - self._last_feed >= gather_s
             min_bytes = MIN_FRAME_BYTES if stale or self._finish_requested else max_bytes
@@ -370,20 +334,19 @@ class AsappStream:
                 await self._sleep_or_wake(wait)
                 continue
             # Pacing: the socket's audio may lead real time by at most pace_lead_ms.
-            ahead_ms = (conn.bytes_sent + n) / OUT_BYTES_PER_MS - (now - conn.started_at) * 1000 * speed
+            ahead_ms = (conn.audio.bytes_sent + n) / OUT_BYTES_PER_MS - (now - conn.started_at) * 1000 * speed
             if ahead_ms > s.pace_lead_ms:
                 await self._sleep_or_wake((ahead_ms - s.pace_lead_ms) / 1000 / speed)
                 continue
-            start = self._sent - self._buf_start
-            frame = bytes(self._buf[start : start + n])
-            conn.record(self._sent, n)
+            frame = self._ledger.peek(n)
+            conn.audio.record(self._ledger.sent, n)
             try:
                 await conn.ws.send(frame)
             except ConnectionClosed:
                 conn.failure = conn.failure or _Failure("closed", "closed", "socket closed while sending", permanent=False)
                 conn.kind = conn.kind or ErrorKind.TRANSIENT
                 return "failed"
-            self._sent += n
+            self._ledger.advance(n)
             conn.last_send = time.monotonic()
             self._metrics.asapp_audio_sent_seconds.inc(n / (OUT_BYTES_PER_MS * 1000))
 
@@ -506,7 +469,7 @@ class AsappStream:
                 if isinstance(msg, TranscriptMessage):
                     await self._on_transcript(conn, msg)
                 elif isinstance(msg, FinalResponse):
-                    conn.acked = conn.sent_end
+                    conn.audio.confirm_all()
                     self._metrics.asapp_summary_transcripts.inc(msg.transcripts or 0)
                     self._metrics.asapp_summary_audio_seconds.inc((msg.audio_duration_ms or 0) / 1000)
                     await self._publish(summary_event(msg, session=self._session, participant=self._participant, received=_now()))
@@ -529,11 +492,11 @@ class AsappStream:
             self._wake.set()
 
     async def _on_transcript(self, conn: _Conn, msg: TranscriptMessage) -> None:
-        start_at = conn.to_global(msg.start_ms * OUT_BYTES_PER_MS)
-        end_at = conn.to_global(msg.end_ms * OUT_BYTES_PER_MS)
+        start_at = conn.audio.to_global(msg.start_ms * OUT_BYTES_PER_MS)
+        end_at = conn.audio.to_global(msg.end_ms * OUT_BYTES_PER_MS)
         if end_at is not None:
-            conn.acked = max(conn.acked, min(end_at, conn.sent_end))
-            self._confirm(conn.acked)
+            conn.audio.confirm(end_at)
+            self._confirm(conn.audio.confirmed)
             self._backoff.reset()  # the socket works: a later failure retries fast again
         self._metrics.asapp_transcripts.inc()
         event = transcript_event(
@@ -558,7 +521,7 @@ class AsappStream:
                     await self._wake.wait()
         if conn.final.is_set():
             self._metrics.asapp_streams_finished.labels(reason).inc()
-            self._confirm(conn.sent_end)
+            self._confirm(conn.audio.sent_end)
         else:
             self._metrics.upstream_errors.labels(PROVIDER, "final_timeout" if not conn.done.is_set() else "final_missing").inc()
             self._rewind(conn)
@@ -577,7 +540,7 @@ class AsappStream:
         self._metrics.asapp_streams_finished.labels("idle" if kind is ErrorKind.IDLE else "transient").inc()
         self._rewind(conn)
         log.warning("asapp stream %s: socket ended (%s %s); reconnecting from offset %d",
-                    self.speaker.speaker_id, failure.code, failure.message[:100], self._sent)  # fmt: skip
+                    self.speaker.speaker_id, failure.code, failure.message[:100], self._ledger.sent)  # fmt: skip
         await self._publish(error_event(failure.code, failure.message, permanent=False,
                                         session=self._session, participant=self._participant, received=_now()))  # fmt: skip
         if kind in (ErrorKind.TRANSIENT, ErrorKind.TOO_FAST):
@@ -587,15 +550,10 @@ class AsappStream:
 
     def _rewind(self, conn: _Conn) -> None:
         """Send again, on the next socket, what ``conn`` carried but ASAPP did not confirm."""
-        if not conn.segments:
-            return
-        resume = conn.acked
-        if resume < self._buf_start:
-            self._drop(self._buf_start - resume, "replay_window")
-            resume = self._buf_start
-        if resume < self._sent:
-            self._metrics.asapp_audio_replayed_bytes.inc(self._sent - resume)
-            self._sent = resume
+        lost, replayed = self._ledger.rewind(conn.audio)
+        self._drop(lost, "replay_window")
+        if replayed:
+            self._metrics.asapp_audio_replayed_bytes.inc(replayed)
 
     async def _close_conn(self, conn: _Conn) -> None:
         if conn not in self._conns:
