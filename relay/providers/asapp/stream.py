@@ -124,8 +124,9 @@ class _Conn:
 class AsappStream:
     """One speaker's transcription; create, :meth:`start`, :meth:`feed` audio, :meth:`finish` or :meth:`aclose`.
 
-    :meth:`feed` and :meth:`finish` are synchronous and never block or raise, so the Recall ingress
-    can call them on its socket's task; the work happens on the stream's own task.
+    :meth:`feed` and :meth:`finish` are synchronous and never block or raise, so the bridge can call
+    them from the Recall connection's ``data_received`` (no task there); the work happens on the
+    stream's own task.
     """
 
     def __init__(
