@@ -36,6 +36,15 @@ decides errors (``test_parse_fast_path.py`` holds the two to the same bytes and 
 (``python -m bench.parse_micro``, parse+to_json): transcript 10.6 -> 8.2 us, audio 8.0 -> 6.9,
 participant_events.join 6.2 -> 6.4 (the prefix check and one call). Left out: ``orjson.Fragment``
 for the session and participant JSON saved 0.2 us per event.
+
+The two paths (and the legacy protocol) differ only in how they *read* a frame: each event's
+published layout -- envelope, ``time``, payload -- is written once, in the record builders
+(:func:`_event`, :func:`_transcript_record`, :func:`_audio_record`, :func:`_video_record`), which
+every path calls with the values it read (which costs the fast path nothing the benchmark tells
+from its noise, about 1%). The word readers stay three (:func:`_plain_words` and
+:func:`_checked_words` on dicts, the loop of :func:`_fast_transcript` on the fast path's Structs),
+each giving the words in the one published shape: decoding words into dicts so that the fast path
+could use the dict readers costs about 1.5 us per transcript (measured).
 """
 
 from __future__ import annotations
@@ -92,6 +101,10 @@ _MAX_CACHED_PARTICIPANTS: Final = 1024
 #: parser first meets them, and every event after that reuses the dict.
 _Known = tuple[Any, "dict[str, Any] | None"]
 _NOBODY: Final[_Known] = (None, None)
+#: When an event happened, as the frame says: ``(relative, absolute)``, both optional; :func:`_event`
+#: adds when the relay received it and lays the three out as the event's ``time``.
+_Moment = tuple[float | None, datetime | None]
+_NO_TIME: Final[_Moment] = (None, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,15 +172,14 @@ def _opt_datetime(value: Any, field: str) -> datetime | None:
         raise FrameRejected("invalid_field", field) from None
 
 
-def _base64_len(value: Any, field: str) -> int:
+def _base64_len(value: str, field: str) -> int:
     """Check that ``value`` is standard padded base64 and return its decoded length, without decoding.
 
     Decoding would copy the buffer only to count it (and ``binascii`` is slower than this check):
     the string must be ASCII, a multiple of 4 long, use only the base64 alphabet, and carry ``=``
-    only as the last one or two characters.
+    only as the last one or two characters. (That it is a string at all is the caller's check:
+    :func:`_str` on the checked path, the decoder on the fast path.)
     """
-    if type(value) is not str:
-        raise FrameRejected("missing_field" if value is None else "invalid_field", field)
     n = len(value)
     if not n:
         return 0
@@ -179,36 +191,47 @@ def _base64_len(value: Any, field: str) -> int:
     return n // 4 * 3 - pad
 
 
-def _time(raw: Any, received: datetime) -> dict[str, Any]:
-    """A Recall ``data.data.timestamp`` (``{relative, absolute}``, either may be missing) as an
-    event's ``time``, in published order (the fields with defaults first).
+def _time(raw: Any) -> _Moment:
+    """A Recall ``data.data.timestamp`` (``{relative, absolute}``, either may be missing), checked.
 
-    Every event but a transcript has one, so the field names are constants (not built per call)
-    and a float ``relative`` is taken without a call; anything else goes through the field readers,
-    which raise the errors. (Parsing ``absolute`` inline saved nothing measurable.)
+    Every event but a transcript has one, so a float ``relative`` is taken without a call; anything
+    else goes through the field readers, which raise the errors. (Parsing ``absolute`` inline saved
+    nothing measurable.)
     """
     if raw is None:
-        return {"relative": None, "absolute": None, "received": received}
+        return _NO_TIME
     if type(raw) is not dict:
         raise FrameRejected("invalid_field", "data.data.timestamp")
     relative = raw.get("relative")
     if type(relative) is not float:
         relative = _opt_float(relative, "data.data.timestamp.relative")
-    absolute = _opt_datetime(raw.get("absolute"), "data.data.timestamp.absolute")
-    return {"relative": relative, "absolute": absolute, "received": received}
+    return relative, _opt_datetime(raw.get("absolute"), "data.data.timestamp.absolute")
 
 
 def _known(model: BaseModel) -> _Known:
     return model, model.model_dump(mode="json")
 
 
+# ---------------------------------------------------------------------------------------------
+# Record builders: the one place each published layout is written, whichever path read the frame.
+# ---------------------------------------------------------------------------------------------
+#
+# The checked path, the typed fast path and the legacy protocol read their values differently (dicts,
+# Structs, binary headers), then hand them to these; so a new field of the envelope, of ``time`` or
+# of a payload is one edit here (plus, for a value the frame carries, its readers). They take values
+# already checked and check nothing; their arguments are evaluated in the order the checked path
+# has always checked its fields, which decides the error of a frame with several bad ones.
+
+
 def _event(
-    cls: type[EventBase], type_: str, session: _Known, participant: _Known, time: dict[str, Any], payload: dict[str, Any]
+    cls: type[EventBase], type_: str, session: _Known, participant: _Known, time: _Moment, received: datetime,
+    payload: dict[str, Any],
 ) -> EventRecord:
     """One Recall event: the envelope every kind shares around its ``time`` and ``payload``.
 
     ``payload`` must hold every field of the kind's payload model, those with defaults first (the
-    order events have always been published in; ``test_parse_equivalence.py`` pins it).
+    order events have always been published in; ``test_parse_equivalence.py`` pins it); ``time``
+    is laid out the same way.
     """
     return EventRecord(cls, session[0], participant[0], {
         "schema_version": SCHEMA_VERSION,
@@ -217,8 +240,60 @@ def _event(
         "type": type_,
         "session": session[1],
         "participant": participant[1],
-        "time": time,
+        "time": {"relative": time[0], "absolute": time[1], "received": received},
         "payload": payload,
+    })  # fmt: skip
+
+
+def _transcript_record(
+    session: _Known, participant: _Known, received: datetime, is_final: bool,
+    words: list[dict[str, Any]], texts: list[str], first_abs: datetime | None, language: str | None,
+) -> EventRecord:
+    """A transcript: ``words`` (``{text, start, end}`` each) and their ``texts``, as the word readers
+    (:func:`_plain_words`, :func:`_checked_words`, :func:`_fast_transcript`) read them. Its time is
+    its first word's."""
+    start = words[0]["start"] if words else None
+    return _event(
+        TranscriptEvent, "transcript.final" if is_final else "transcript.partial", session, participant,
+        (start, first_abs), received,
+        {
+            "words": words,
+            "start": start,
+            "end": words[-1]["end"] if words else None,
+            "language": language,
+            "start_time": None,
+            "end_time": None,
+            "text": " ".join(texts),
+            "is_final": is_final,
+        },
+    )  # fmt: skip
+
+
+def _audio_record(
+    session: _Known, participant: _Known, time: _Moment, received: datetime, separate: bool, audio: str, size: int
+) -> EventRecord:
+    """An audio chunk: ``audio`` is the base64 of ``size`` bytes of 16 kHz S16LE PCM."""
+    return _event(AudioChunkEvent, "audio.chunk", session, participant, time, received, {
+        "encoding": "pcm_s16le",
+        "sample_rate": 16000,
+        "channels": 1,
+        "mix": "separate" if separate else "mixed",
+        "audio": audio,
+        "bytes": size,
+        "duration_ms": size / PCM_BYTES_PER_MS,
+    })  # fmt: skip
+
+
+def _video_record(
+    session: _Known, participant: _Known, time: _Moment, received: datetime, stream: str | None, codec: str,
+    image: str, size: int,
+) -> EventRecord:
+    """A video frame: ``image`` is the base64 of ``size`` bytes."""
+    return _event(VideoFrameEvent, "video.frame", session, participant, time, received, {
+        "stream": stream,
+        "codec": codec,
+        "image": image,
+        "bytes": size,
     })  # fmt: skip
 
 
@@ -468,12 +543,22 @@ class _VideoH264(_Frame, tag="video_separate_h264.data", gc=False):
 
 
 _FAST_FRAMES: Final = (_TranscriptFinal, _TranscriptPartial, _MixedAudio, _SeparateAudio, _VideoPng, _VideoH264)
-_FAST_EVENTS: Final = frozenset(cls.__struct_config__.tag for cls in _FAST_FRAMES)
+
+
+def _tag(cls: type[_Frame]) -> str:
+    """The event name a frame Struct is tagged with (msgspec types a tag as ``str | int | None``)."""
+    tag = cls.__struct_config__.tag
+    if type(tag) is not str:
+        raise TypeError(f"{cls.__name__} has no event name for a tag")
+    return tag
+
+
+_FAST_EVENTS: Final = frozenset(_tag(cls) for cls in _FAST_FRAMES)
 #: How a fast kind's text frame starts, as Recall (and orjson or ``json.dumps``) writes it: checked
 #: before decoding, because a failed decode (any other event) costs about 0.9 us and a
 #: ``startswith`` 0.05. A frame written otherwise only misses the shortcut.
 _FAST_PREFIXES: Final = tuple(f'{{"event":{sep}"{event}"' for event in sorted(_FAST_EVENTS) for sep in ("", " "))
-_decode_fast: Final = msgspec.json.Decoder(Union[_FAST_FRAMES]).decode  # type: ignore[valid-type]
+_decode_fast: Final = msgspec.json.Decoder(Union[_FAST_FRAMES]).decode
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,26 +678,18 @@ class RecallParser:
                     return None
             else:
                 participant = _NOBODY
-            out = _event(
-                AudioChunkEvent, "audio.chunk", session, participant, _fast_time(inner.timestamp, received),
-                _audio_payload(separate, buffer, size),
-            )  # fmt: skip
+            out = _audio_record(session, participant, _fast_time(inner.timestamp), received, separate, buffer, size)
         else:
             participant = self._raw_participants.get(bytes(inner.participant))
             if participant is None:
                 return None
             if cls is _TranscriptFinal or cls is _TranscriptPartial:
-                out = _fast_transcript(cls is _TranscriptFinal, inner, session, participant, received)
+                out = _fast_transcript(session, participant, received, cls is _TranscriptFinal, inner)
             else:
                 buffer = inner.buffer
-                out = _event(
-                    VideoFrameEvent, "video.frame", session, participant, _fast_time(inner.timestamp, received),
-                    {
-                        "stream": inner.type,
-                        "codec": "png" if cls is _VideoPng else "h264",
-                        "image": buffer,
-                        "bytes": _base64_len(buffer, "data.data.buffer"),
-                    },
+                out = _video_record(
+                    session, participant, _fast_time(inner.timestamp), received,
+                    inner.type, "png" if cls is _VideoPng else "h264", buffer, _base64_len(buffer, "data.data.buffer"),
                 )  # fmt: skip
         if session is not self._session:
             # The checked path's key (its raw dicts) no longer names the last session.
@@ -686,17 +763,17 @@ class RecallParser:
         return _event(
             ParticipantEvent, type_, session,
             self._participant(inner.get("participant")),
-            _time(inner.get("timestamp"), received),
+            _time(inner.get("timestamp")), received,
             {"action": type_[12:]},
         )  # fmt: skip
 
     def _chat(self, name: str, inner: dict[str, Any], session: _Known, received: datetime) -> EventRecord:
         message = _obj(inner.get("data"), "data.data.data")
         participant = self._participant(inner.get("participant"))
-        time = _time(inner.get("timestamp"), received)
+        time = _time(inner.get("timestamp"))
         text = _str(message.get("text"), "data.data.data.text")
         return _event(
-            ChatMessageEvent, "chat.message", session, participant, time,
+            ChatMessageEvent, "chat.message", session, participant, time, received,
             {"to": _opt_str(message.get("to"), "data.data.data.to"), "text": text},
         )  # fmt: skip
 
@@ -710,73 +787,48 @@ class RecallParser:
             words, texts = plain
         else:
             words, texts, first_abs = _checked_words(raw_words)
-        start = words[0]["start"] if words else None
-        is_final = name == "transcript.data"
-        return _event(
-            TranscriptEvent, "transcript.final" if is_final else "transcript.partial", session,
-            self._participant(inner.get("participant")),
-            {"relative": start, "absolute": first_abs, "received": received},
-            {
-                "words": words,
-                "start": start,
-                "end": words[-1]["end"] if words else None,
-                "language": _opt_str(inner.get("language"), "data.data.language"),
-                "start_time": None,
-                "end_time": None,
-                "text": " ".join(texts),
-                "is_final": is_final,
-            },
+        return _transcript_record(
+            session, self._participant(inner.get("participant")), received, name == "transcript.data",
+            words, texts, first_abs, _opt_str(inner.get("language"), "data.data.language"),
         )  # fmt: skip
 
     def _audio(self, name: str, inner: dict[str, Any], session: _Known, received: datetime) -> EventRecord:
-        buffer = inner.get("buffer")
+        buffer = _str(inner.get("buffer"), "data.data.buffer")
         size = _base64_len(buffer, "data.data.buffer")
         separate = name == "audio_separate_raw.data"
-        return _event(
-            AudioChunkEvent, "audio.chunk", session,
-            self._participant(inner.get("participant")) if separate else _NOBODY,
-            _time(inner.get("timestamp"), received),
-            _audio_payload(separate, buffer, size),
+        return _audio_record(
+            session, self._participant(inner.get("participant")) if separate else _NOBODY,
+            _time(inner.get("timestamp")), received, separate, buffer, size,
         )  # fmt: skip
 
     def _video(self, name: str, inner: dict[str, Any], session: _Known, received: datetime) -> EventRecord:
-        buffer = inner.get("buffer")
+        buffer = _str(inner.get("buffer"), "data.data.buffer")
         size = _base64_len(buffer, "data.data.buffer")
-        return _event(
-            VideoFrameEvent, "video.frame", session,
-            self._participant(inner.get("participant")),
-            _time(inner.get("timestamp"), received),
-            {
-                "stream": _opt_str(inner.get("type"), "data.data.type"),
-                "codec": "png" if name == "video_separate_png.data" else "h264",
-                "image": buffer,
-                "bytes": size,
-            },
+        return _video_record(
+            session, self._participant(inner.get("participant")), _time(inner.get("timestamp")), received,
+            _opt_str(inner.get("type"), "data.data.type"), "png" if name == "video_separate_png.data" else "h264",
+            buffer, size,
         )  # fmt: skip
 
     def _provider_data(self, name: str, inner: Any, session: _Known, received: datetime) -> EventRecord:
-        return _event(
-            ProviderDataEvent, "transcript.provider_data", session, _NOBODY,
-            {"relative": None, "absolute": None, "received": received},
-            {"data": inner},
-        )  # fmt: skip
+        return _event(ProviderDataEvent, "transcript.provider_data", session, _NOBODY, _NO_TIME, received, {"data": inner})
 
     def _generic(self, name: str, inner: Any, session: _Known, received: datetime) -> EventRecord:
         # Unknown type: pass `data.data` through untouched. Participant and time are taken when
         # they have the documented shape and ignored otherwise: an unknown event must not fail on
         # fields whose meaning we cannot know.
         participant = _NOBODY
-        time: dict[str, Any] = {"relative": None, "absolute": None, "received": received}
+        time = _NO_TIME
         if type(inner) is dict:
             try:
                 participant = self._participant(inner.get("participant"))
             except FrameRejected:
                 pass
             try:
-                time = _time(inner.get("timestamp"), received)
+                time = _time(inner.get("timestamp"))
             except FrameRejected:
                 pass
-        return _event(GenericEvent, "generic", session, participant, time, {"data": inner, "provider_type": name})
+        return _event(GenericEvent, "generic", session, participant, time, received, {"data": inner, "provider_type": name})
 
     _HANDLERS: ClassVar[dict[str, Any]] = {
         **dict.fromkeys(_PARTICIPANT_EVENTS, _participant_event),
@@ -854,20 +906,18 @@ class RecallParser:
         size = len(pcm)
         seen = self._legacy_samples.get(pid, 0)
         self._legacy_samples[pid] = seen + size
-        return _event(
-            AudioChunkEvent, "audio.chunk", self._session, participant,
-            {"relative": offset + seen / (PCM_BYTES_PER_MS * 1000), "absolute": None, "received": received},
-            _audio_payload(separate, _b64(pcm), size),
+        return _audio_record(
+            self._session, participant, (offset + seen / (PCM_BYTES_PER_MS * 1000), None), received,
+            separate, _b64(pcm), size,
         )  # fmt: skip
 
     def _legacy_video(self, frame: bytes | bytearray | memoryview, received: datetime) -> EventRecord:
         assert self._session[0] is not None
         pid, ms = _LE_U32_U32.unpack_from(frame)
         image = memoryview(frame)[8:]
-        return _event(
-            VideoFrameEvent, "video.frame", self._session, self._legacy_participant(pid),
-            {"relative": ms / 1000, "absolute": None, "received": received},
-            {"stream": None, "codec": "png", "image": _b64(image), "bytes": len(image)},
+        return _video_record(
+            self._session, self._legacy_participant(pid), (ms / 1000, None), received,
+            None, "png", _b64(image), len(image),
         )  # fmt: skip
 
 
@@ -878,18 +928,26 @@ def _raw_key(env: _Envelope) -> tuple[msgspec.Raw, ...]:
     )  # fmt: skip
 
 
-def _fast_time(t: _Time | None, received: datetime) -> dict[str, Any]:
+def _fast_time(t: _Time | None) -> _Moment:
     """:func:`_time` of a decoded timestamp."""
     if t is None:
-        return {"relative": None, "absolute": None, "received": received}
+        return _NO_TIME
     absolute = t.absolute
-    if absolute is not None:
-        absolute = _opt_datetime(absolute, "data.data.timestamp.absolute")
-    return {"relative": t.relative, "absolute": absolute, "received": received}
+    return t.relative, None if absolute is None else _opt_datetime(absolute, "data.data.timestamp.absolute")
 
 
-def _fast_transcript(is_final: bool, inner: _TranscriptData, session: _Known, participant: _Known, received: datetime) -> EventRecord:
-    """:meth:`RecallParser._transcript` of a decoded transcript: the same record."""
+def _fast_transcript(
+    session: _Known, participant: _Known, received: datetime, is_final: bool, inner: _TranscriptData
+) -> EventRecord:
+    """:meth:`RecallParser._transcript` of a decoded transcript: its words read as :func:`_checked_words`
+    reads them (the decoder checked their types), then the same :func:`_transcript_record`.
+
+    The fast path's own word reader, because decoding the words into dicts that :func:`_plain_words`
+    could read instead costs about 1.5 us more per transcript than decoding them into Structs and
+    reading them here (3.1 -> 4.6 us, decode and words, on the benchmark's 7-word transcript). It
+    builds the record itself rather than return the words (a tuple fewer per transcript, under 1%).
+    ``test_parse_words.py`` holds it to the checked reader, ``test_parse_fast_path.py`` to the bytes.
+    """
     words: list[dict[str, Any]] = []
     texts: list[str] = []
     first_abs: datetime | None = None
@@ -913,33 +971,7 @@ def _fast_transcript(is_final: bool, inner: _TranscriptData, session: _Known, pa
                 _opt_datetime(et.absolute, "data.data.words[].end_timestamp.absolute")
         words.append({"text": text, "start": start, "end": end})
         texts.append(text)
-    start = words[0]["start"] if words else None
-    return _event(
-        TranscriptEvent, "transcript.final" if is_final else "transcript.partial", session, participant,
-        {"relative": start, "absolute": first_abs, "received": received},
-        {
-            "words": words,
-            "start": start,
-            "end": words[-1]["end"] if words else None,
-            "language": inner.language,
-            "start_time": None,
-            "end_time": None,
-            "text": " ".join(texts),
-            "is_final": is_final,
-        },
-    )  # fmt: skip
-
-
-def _audio_payload(separate: bool, audio: str, size: int) -> dict[str, Any]:
-    return {
-        "encoding": "pcm_s16le",
-        "sample_rate": 16000,
-        "channels": 1,
-        "mix": "separate" if separate else "mixed",
-        "audio": audio,
-        "bytes": size,
-        "duration_ms": size / PCM_BYTES_PER_MS,
-    }
+    return _transcript_record(session, participant, received, is_final, words, texts, first_abs, inner.language)
 
 
 def _b64(data: memoryview) -> str:
