@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from datetime import datetime, timezone
+
+import pytest
 
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+import relay.schema as schema
 from relay.schema import (
     AudioChunkEvent,
     GenericEvent,
@@ -25,7 +29,7 @@ RECEIVED = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 @given(st.integers(0, 2**63), st.integers(0, 2**32))
 def test_event_id_is_a_uuid7_of_its_time(now_ns: int, seed: int) -> None:
-    random.seed(seed)
+    schema._ID_RANDOM.seed(seed)
     text = new_event_id(now_ns)
     value = uuid.UUID(text)
     assert str(value) == text  # lowercase, 8-4-4-4-12
@@ -33,8 +37,9 @@ def test_event_id_is_a_uuid7_of_its_time(now_ns: int, seed: int) -> None:
     ms, rem = divmod(now_ns, 1_000_000)
     assert value.int >> 80 == ms & (2**48 - 1)
     assert value.int >> 64 & 0xFFF == rem * 4096 // 1_000_000
-    random.seed(seed)
-    assert value.int & (2**62 - 1) == random.getrandbits(62)
+    schema._ID_RANDOM.seed(seed)
+    assert value.int & (2**62 - 1) == schema._ID_RANDOM.getrandbits(62)
+    schema._ID_RANDOM.seed()  # back to os.urandom, as the module left it
 
 
 def test_event_ids_sort_by_time_and_differ() -> None:
@@ -42,6 +47,43 @@ def test_event_ids_sort_by_time_and_differ() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert new_event_id() != new_event_id()
+
+
+def test_seeding_the_random_module_does_not_repeat_event_ids() -> None:
+    """Ids draw from their own generator: a ``random.seed()`` elsewhere (a library, a test) must not
+    replay them. Same time, same global seed: with the shared generator these two ids were equal."""
+    now_ns = 1_700_000_000_000_000_000
+    ids = set()
+    for _ in range(100):
+        random.seed(42)
+        ids.add(new_event_id(now_ns))
+    assert len(ids) == 100
+    random.seed()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_draws_other_event_ids_than_its_parent() -> None:
+    """A forked child copies the generator's state; without the reseed at fork, its first id (at the
+    same time) would be the parent's next one."""
+    now_ns = 1_700_000_000_000_000_000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write one id and leave, whatever happens (never back into pytest)
+        try:
+            os.close(read)
+            os.write(write, new_event_id(now_ns).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        parent_next = new_event_id(now_ns)
+        with os.fdopen(read, "rb") as pipe:
+            child_first = pipe.read().decode()
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert uuid.UUID(child_first).version == 7
+    assert child_first != parent_next
 
 
 SESSION = SessionRef(id="rec", bot_id="bot")
