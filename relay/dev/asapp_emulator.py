@@ -1,6 +1,7 @@
 """An ASAPP AutoTranscribe emulator: the REST URL endpoint and the streaming WebSocket, over real sockets.
 
-It enforces what the real service enforces (``shared/protocols/asapp.md``), so the bridge is tested
+It enforces what the real service enforces (``docs/protocols/asapp.md``; its error frames and several
+status codes still differ from ASAPP's: see that note's "Known gaps in the relay"), so the bridge is tested
 against the rules rather than against a friendly echo:
 
 * ``POST /autotranscribe/v1/streaming-url`` checks ``asapp-api-id``/``asapp-api-secret`` and hands

@@ -3,7 +3,7 @@
 Pure functions: ids, metadata and timestamps in, the documented JSON shape out (a ``dict``, ready
 for :func:`encode`), or ``bytes`` for the legacy binary protocol. The simulator, the tests and the
 event docs use them, so every shape here follows the Recall docs (see
-``/work/shared/protocols/recall.md``)::
+``docs/protocols/recall.md``)::
 
     bot = BotIdentity.create()
     alice = participant(100, "Alice Example", is_host=True)

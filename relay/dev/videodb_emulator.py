@@ -6,7 +6,7 @@ it, and is strict where the relay could be sloppy:
 
 * ``GET /collection/{id}/websocket`` checks ``x-access-token`` and returns a **one-time** socket
   URL on the emulator itself: reusing a URL is refused, so a client must fetch a fresh one before
-  every connect, as the protocol notes require.
+  every connect, as ``docs/protocols/videodb.md`` requires.
 * The socket's first frame is ``{"connection_id": "ws-..."}``, fresh for every socket.
 * Jobs are started over REST with ``ws_connection_id`` (``POST /rtstream/{id}/transcription``,
   ``/index/scene``, ``/index/audio``, ``/rtstream/event`` then ``/index/{index_id}/alert``) and
@@ -20,8 +20,8 @@ Test controls: :meth:`emit`, :meth:`send_raw` (malformed frames, other channels)
 (:meth:`wait_bound`, :meth:`wait_connections`). A process is controlled over HTTP with the same
 operations under ``/_emulator/`` (see :meth:`_control_routes`).
 
-The audio-index path (``/index/audio``) is an assumption: the notes name ``index_audio`` but not its
-REST path. It lives in :data:`relay.providers.videodb.jobs.JOB_PATHS` so the relay and the emulator agree in one place.
+The audio-index path (``/index/audio``) is wrong: VideoDB's is ``/index/scene`` with ``extraction_type:
+"transcript"`` (``docs/protocols/videodb.md``, "Known gaps in the relay"; issue 13). It lives in :data:`relay.providers.videodb.jobs.JOB_PATHS` so the relay and the emulator agree in one place.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ committed file differs from what this renders, so the document cannot drift from
 
 Examples are *produced*, not hand-written: the Recall ones come from
 :class:`~relay.providers.recall.parse.RecallParser` fed the documented frames built by
-:mod:`relay.dev.recall_frames`, the VideoDB ones from its parser fed the seed's socket frames
-and webhook, the ASAPP ones from its parser's event builders. A type with no parser would be built
+:mod:`relay.dev.recall_frames`, the VideoDB ones from its parser fed socket frames and a webhook
+shaped as in ``docs/protocols/videodb.md``, the ASAPP ones from its parser's event builders. A type with no parser would be built
 from the schema classes and marked so (``Example(build=..., produced_by="")``).
 To keep the document stable, ids and receive times in examples are fixed.
 """

@@ -8,7 +8,8 @@ that is not a JSON object of the documented shape raises :class:`relay.errors.Fr
 ``not_an_object``, ``missing_field``, ``invalid_field``...) and whose ``detail`` names the field
 (``message``, ``status.code``), never frame content, so callers can count and log it.
 
-:func:`classify` says what a status code means for the stream (see ``shared/protocols/asapp.md``),
+:func:`classify` says what a status code means for the stream (ASAPP's list: ``docs/protocols/asapp.md``,
+"Status codes"; where this module still differs: that note's "Known gaps in the relay"),
 and the ``*_event`` functions build the schema events the bridge publishes.
 """
 
@@ -68,9 +69,11 @@ _KINDS: Final[dict[str, ErrorKind]] = {
 def classify(code: str) -> ErrorKind:
     """The kind of a status code.
 
-    Listed codes per the protocol notes; any other 5xxx is a server error (transient); anything
-    else (1008, 2002, 4040, 4050, 4051, 4053, 4056, 4084, 4091-4094, unknown codes) is permanent,
-    because retrying a request the server refused would only loop.
+    Listed codes as the relay maps them today (ASAPP's meanings: ``docs/protocols/asapp.md``, "Status
+    codes"; 1008, 2002, 4080 and 4082 still differ there, see "Known gaps in the relay"). Any other
+    5xxx is a server error (transient); anything else (1008, 2002, 4040, 4050, 4051, 4053, 4056,
+    4084, 4091-4094, unknown codes) is permanent, because retrying a request the server refused
+    would only loop.
     """
     kind = _KINDS.get(code)
     if kind is not None:

@@ -7,7 +7,7 @@ documented payloads alone (``tests/providers/recall/test_parse.py``).
 Two protocols arrive on the same kind of socket:
 
 * **Real-time endpoints** (current): JSON text frames ``{"event": ..., "data": {...}}``; a binary
-  frame holding UTF-8 JSON is accepted as the same thing. See ``/work/shared/protocols/recall.md``.
+  frame holding UTF-8 JSON is accepted as the same thing. See ``docs/protocols/recall.md``.
 * **Legacy raw audio** (older bots): a JSON header ``{"protocol_version": 1, "bot_id",
   "recording_id", "separate_streams", "offset"}``, then binary frames of S16LE 16 kHz PCM (with
   ``separate_streams``, each starts with a 4-byte little-endian participant id), and binary video

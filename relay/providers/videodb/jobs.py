@@ -1,8 +1,8 @@
 """Starting VideoDB's real-time jobs on an rtstream, bound to one socket's connection id.
 
-Per rtstream of an active capture session (seed 003): audio gets the transcript and the audio
-index (with its prompt), video gets the visual index (with its prompt) and the configured alerts on
-that index. Every start carries ``ws_connection_id``; VideoDB sends the job's events to that socket
+Per rtstream of an active capture session (``docs/protocols/videodb.md``, sections 4 and 6): audio
+gets the transcript and the audio index (with its prompt), video gets the visual index (with its
+prompt) and the configured alerts on that index. Every start carries ``ws_connection_id``; VideoDB sends the job's events to that socket
 only, so the client calls :meth:`JobBinder.bind` again with the new id after every reconnect.
 """
 
@@ -21,7 +21,8 @@ from relay.providers.videodb.parse import RtStreamInfo
 __all__ = ["JOB_PATHS", "JobBinder", "call"]
 
 #: The REST paths of the real-time jobs (the emulator serves the same ones). ``/index/audio`` is
-#: an assumption: the protocol notes name ``index_audio`` but not its path.
+#: wrong: VideoDB's audio index is ``/index/scene`` with ``extraction_type: "transcript"``
+#: (``docs/protocols/videodb.md``, section 4 and "Known gaps in the relay"; issue 13).
 JOB_PATHS: Final[dict[str, str]] = {
     "transcript": "/rtstream/{rtstream_id}/transcription",
     "visual_index": "/rtstream/{rtstream_id}/index/scene",

@@ -1,6 +1,6 @@
 """VideoDB payloads -> relay events. Pure: payload in, events out; no I/O, never awaits.
 
-Three inputs (shapes in ``docs``: seed 003 and ``protocols/videodb.md``):
+Three inputs (shapes in ``docs/protocols/videodb.md``, sections 3, 5 and 6):
 
 * the socket's **first frame**, which names the ``connection_id`` jobs are bound to
   (:func:`parse_hello`);
@@ -16,7 +16,7 @@ the rtstream belongs to (learnt from the ``capture_session.active`` webhook and 
 ``sessions``), else by the rtstream id: ``SessionRef(id=cap-... or rts-..., stream_id=rts-...,
 stream_name=mic:default)``. A consumer follows one capture session with one channel pattern.
 
-**Times.** VideoDB sends ``start``/``end`` as epoch milliseconds (seed 003); seconds were seen too.
+**Times.** VideoDB sends ``start``/``end`` as epoch milliseconds (``docs/protocols/videodb.md``, section 5); seconds were seen too.
 A number at or above 1e11 is read as milliseconds (1e11 s is the year 5138, 1e11 ms is 1973), a
 smaller one as seconds. Index and alert times go into their payloads as datetimes; a transcript's
 ``start`` becomes ``time.absolute`` (its payload ``start``/``end`` mean seconds since the session

@@ -1,4 +1,4 @@
-"""ASAPP server messages, as the protocol notes show them, into typed messages and schema events."""
+"""ASAPP server messages, as ``docs/protocols/asapp.md`` shows them, into typed messages and schema events."""
 
 from __future__ import annotations
 

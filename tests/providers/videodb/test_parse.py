@@ -1,4 +1,5 @@
-"""VideoDB parser: the seed payloads (seed 003), tolerated variants, malformed input, a property test."""
+"""VideoDB parser: VideoDB's published payloads (``docs/protocols/videodb.md``), tolerated variants,
+malformed input, a property test."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from relay.schema import AlertEvent, GenericEvent, IndexEvent, SessionStatusEven
 
 NOW = datetime(2026, 1, 20, 12, 0, tzinfo=timezone.utc)
 
-# --- the seed's examples, verbatim ---------------------------------------------------------------
+# --- VideoDB's published examples, verbatim (docs/protocols/videodb.md, Sources) -----------------
 TRANSCRIPT = {
     "channel": "transcript",
     "rtstream_id": "rts-xxx",
@@ -70,7 +71,7 @@ def roundtrip(event):
     return again
 
 
-def test_transcript_final_from_the_seed() -> None:
+def test_transcript_final_from_the_docs() -> None:
     event = roundtrip(parse_frame(orjson.dumps(TRANSCRIPT), received=NOW))
     assert isinstance(event, TranscriptEvent)
     assert event.type == "transcript.final" and event.source == "videodb"
