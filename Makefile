@@ -20,8 +20,9 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/relay demo $(ARGS)
 
-## test: the whole test suite (starts its own redis-server on a free port)
+## test: type-check relay/ (mypy --strict, configured in pyproject.toml), then the whole test suite (starts its own redis-server on a free port)
 test: $(STAMP)
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-twice: what CI runs; the suite must pass twice in a row
