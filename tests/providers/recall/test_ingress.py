@@ -18,7 +18,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.server import ServerProtocol
 
+from relay.core.observers import Interest, ObserverRoutes
 from relay.providers.recall.auth import sign
+from relay.schema import EventRecord
 from tests.conftest import RECALL_TOKEN
 
 RECORDING = "rec-2f1c"
@@ -260,7 +262,7 @@ async def test_a_full_queue_stops_reading_the_socket_and_loses_nothing(start_rel
 async def test_a_finished_connection_leaves_no_cyclic_garbage(start_relay, collect, cut: bool) -> None:
     """Closed or cut, a bot's connection is freed by refcounting: nothing for the cyclic GC."""
     from relay.providers.recall.ingress import RecallConnection
-    from relay.server.serve import RelayHttpProtocol
+    from relay.core.internals import RelayHttpProtocol
 
     relay = await start_relay()
     events = collect("relay:events:recall:*")
@@ -293,7 +295,7 @@ async def test_a_finished_connection_leaves_no_cyclic_garbage(start_relay, colle
 class RecordingObserver:
     """An observer of the given interest that records what it is handed (and may fail on it)."""
 
-    def __init__(self, name: str, interest: "Interest", fail: bool = False) -> None:
+    def __init__(self, name: str, interest: Interest, fail: bool = False) -> None:
         self.name = name
         self.interest = interest
         self.fail = fail
@@ -312,17 +314,12 @@ class RecordingObserver:
 
 
 def _observe_with(relay: Any, *observers: Any) -> None:
-    from relay.core.observers import ObserverRoutes
-
     ingress = relay.relay.ingress
     ingress.routes = ObserverRoutes(observers)
     ingress.observers = ingress.routes.observers
 
 
 async def test_observers_get_only_the_types_and_sessions_they_declared(start_relay, collect, monkeypatch) -> None:
-    from relay.core.observers import Interest
-    from relay.schema import EventRecord
-
     built: list[str] = []
     model = EventRecord.model
     monkeypatch.setattr(EventRecord, "model", lambda self: built.append(self.type) or model(self))
@@ -343,8 +340,6 @@ async def test_observers_get_only_the_types_and_sessions_they_declared(start_rel
 
 
 async def test_a_failing_observer_is_a_bridge_error_not_a_rejected_frame(start_relay, collect) -> None:
-    from relay.core.observers import Interest
-
     relay = await start_relay()
     broken = RecordingObserver("broken", Interest(frozenset({"transcript.final"})), fail=True)
     _observe_with(relay, broken)
