@@ -27,6 +27,7 @@ __all__ = [
     "RejectReason",
     "RelayError",
     "UpstreamError",
+    "not_json_reason",
 ]
 
 RejectReason = Literal[
@@ -45,6 +46,20 @@ RejectReason = Literal[
 
 #: Every reason a :class:`FrameRejected` may carry: the bounded label set of the rejection metric.
 REJECT_REASONS: Final[frozenset[str]] = frozenset(get_args(RejectReason))
+
+
+def not_json_reason(frame: str | bytes | bytearray | memoryview) -> RejectReason:
+    """Why a frame that does not parse as JSON is rejected: ``invalid_utf8`` when its encoding is
+    broken, else ``invalid_json``. Every parser asks here, so one fault has one name everywhere.
+    Called on the error path only (it decodes the frame once more)."""
+    try:
+        if isinstance(frame, str):
+            frame.encode("utf-8")  # lone surrogates cannot be encoded
+        else:
+            bytes(frame).decode("utf-8")
+    except UnicodeError:
+        return "invalid_utf8"
+    return "invalid_json"
 
 
 class RelayError(Exception):

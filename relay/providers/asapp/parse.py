@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import orjson
 
-from relay.errors import FrameRejected, RejectReason
+from relay.errors import FrameRejected, not_json_reason
 from relay.schema import (
     EventTime,
     Participant,
@@ -143,7 +143,7 @@ def parse_message(frame: str | bytes) -> ServerMessage:
     try:
         data = orjson.loads(frame)
     except orjson.JSONDecodeError:
-        raise FrameRejected(_not_json_reason(frame)) from None
+        raise FrameRejected(not_json_reason(frame)) from None
     if not isinstance(data, dict):
         raise FrameRejected("not_an_object")
     kind = data.get("message")
@@ -176,17 +176,6 @@ def parse_message(frame: str | bytes) -> ServerMessage:
         return StatusMessage(kind, code, description)
     return OtherMessage(kind)
 
-
-def _not_json_reason(frame: str | bytes | bytearray | memoryview) -> RejectReason:
-    """``invalid_utf8`` when the frame's encoding is broken, else ``invalid_json`` (as Recall's parser)."""
-    try:
-        if isinstance(frame, str):
-            frame.encode("utf-8")  # lone surrogates cannot be encoded
-        else:
-            bytes(frame).decode("utf-8")
-    except UnicodeError:
-        return "invalid_utf8"
-    return "invalid_json"
 
 
 def _status(data: dict[str, Any], *, required: bool) -> tuple[str, str]:

@@ -59,7 +59,7 @@ import orjson
 
 from pydantic import BaseModel, ValidationError
 
-from relay.errors import FrameRejected
+from relay.errors import FrameRejected, not_json_reason
 from relay.schema import (
     SCHEMA_VERSION,
     AudioChunkEvent,
@@ -405,16 +405,7 @@ def _loads(frame: str | bytes | bytearray | memoryview) -> Any:
     try:
         return orjson.loads(frame)
     except orjson.JSONDecodeError:
-        pass
-    # Slow path, errors only: tell broken encoding from broken JSON.
-    try:
-        if isinstance(frame, str):
-            frame.encode("utf-8")  # lone surrogates cannot be encoded
-        else:
-            bytes(frame).decode("utf-8")
-    except UnicodeError:
-        raise FrameRejected("invalid_utf8") from None
-    raise FrameRejected("invalid_json")
+        raise FrameRejected(not_json_reason(frame)) from None
 
 
 def _looks_like_json(frame: bytes | bytearray | memoryview) -> bool:

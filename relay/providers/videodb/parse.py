@@ -39,7 +39,7 @@ from typing import Any, Final
 import orjson
 from pydantic import ValidationError
 
-from relay.errors import FrameRejected, RejectReason
+from relay.errors import FrameRejected, not_json_reason
 from relay.schema import (
     Alert,
     AlertEvent,
@@ -124,22 +124,11 @@ def _load_object(raw: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise FrameRejected(_not_json_reason(raw)) from None
+        raise FrameRejected(not_json_reason(raw)) from None
     if not isinstance(value, dict):
         raise FrameRejected("not_an_object")
     return value
 
-
-def _not_json_reason(raw: str | bytes | bytearray | memoryview) -> RejectReason:
-    """``invalid_utf8`` when the frame's encoding is broken, else ``invalid_json`` (as Recall's parser)."""
-    try:
-        if isinstance(raw, str):
-            raw.encode("utf-8")  # lone surrogates cannot be encoded
-        else:
-            bytes(raw).decode("utf-8")
-    except UnicodeError:
-        return "invalid_utf8"
-    return "invalid_json"
 
 
 def _required_str(container: Mapping[str, Any], key: str, path: str) -> str:
