@@ -64,13 +64,20 @@ def test_the_measurement_sees_an_early_exit_comparison() -> None:
 
 def test_token_check_takes_the_same_time_however_close_the_guess(figures) -> None:  # type: ignore[no-untyped-def]
     verifier = TokenVerifier([RECALL_TOKEN, "a-second-token-for-rotation-xyz"])
-    medians = median_ns(verifier.check, misses(RECALL_TOKEN))
+    # Medians of interleaved batches agree to about 1 % on a quiet machine; an early exit over the
+    # secret differs by much more, in every measurement (see the test above). A machine busy with
+    # other jobs can skew one measurement past 15 %, so the best of three counts: a leak skews all.
+    attempts = []
+    for _ in range(3):
+        medians = median_ns(verifier.check, misses(RECALL_TOKEN))
+        attempts.append(medians)
+        if spread(medians) < 0.15:
+            break
     for name, value in medians.items():
         figures.record(f"token check, {name}", round(value), "ns")
     figures.record("largest difference between medians", round(100 * spread(medians), 2), "%")
-    # Medians of interleaved batches agree to about 1 % on this machine; an early exit over the
-    # secret would differ by much more (see the test above). 15 % keeps it from ever being flaky.
-    assert spread(medians) < 0.15, medians
+    figures.record("measurements", len(attempts), "")
+    assert spread(medians) < 0.15, attempts
 
 
 # --- garbage at the port ---------------------------------------------------------------------------
