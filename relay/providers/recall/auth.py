@@ -7,7 +7,9 @@ Both checks are pure (values in, verdict out) and run before the WebSocket is ac
   downtime. Every configured token is compared, always, on SHA-256 digests of equal length, so
   the time taken says nothing about which token, or how much of one, matched.
 * **Signature** (optional, svix style). Headers ``webhook-id``, ``webhook-timestamp`` and
-  ``webhook-signature`` (space-separated ``v1,<base64>``); the signature is
+  ``webhook-signature`` (space-separated ``v1,<base64>``), or the same three named ``svix-id``,
+  ``svix-timestamp`` and ``svix-signature`` (each header is looked up under its ``webhook-`` name
+  first, as Recall's sample verifier does); the signature is
   ``base64(HMAC-SHA256(base64decode(secret minus "whsec_"), "{id}.{timestamp}.{body}"))`` and the
   body of a WebSocket upgrade is empty. Timestamps outside the tolerance are refused as replays.
 """
@@ -78,9 +80,10 @@ class SignatureVerifier:
 
     def check(self, headers: Mapping[str, str], body: bytes = b"") -> str | None:
         """None when the request is acceptable, else the rejection reason."""
-        msg_id = headers.get("webhook-id")
-        stamp = headers.get("webhook-timestamp")
-        signature = headers.get("webhook-signature")
+        # Each header under its ``webhook-`` name, else its ``svix-`` one (as Recall's sample verifier reads them).
+        msg_id = headers.get("webhook-id") or headers.get("svix-id")
+        stamp = headers.get("webhook-timestamp") or headers.get("svix-timestamp")
+        signature = headers.get("webhook-signature") or headers.get("svix-signature")
         if not (msg_id and stamp and signature):
             return MISSING_SIGNATURE if self._required else None
         try:
@@ -101,12 +104,12 @@ class SignatureVerifier:
         return None if ok else INVALID_SIGNATURE
 
 
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes = b"") -> dict[str, str]:
-    """The headers Recall would send; used by the bot simulator and tests."""
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes = b"", *, prefix: str = "webhook") -> dict[str, str]:
+    """The headers Recall would send (``prefix`` ``"svix"`` names them ``svix-*``); used by the bot simulator and tests."""
     key = base64.b64decode(secret.removeprefix("whsec_"))
     mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+        f"{prefix}-id": msg_id,
+        f"{prefix}-timestamp": str(timestamp),
+        f"{prefix}-signature": "v1," + base64.b64encode(mac).decode(),
     }

@@ -70,3 +70,45 @@ def test_unsigned_upgrades_pass_unless_required() -> None:
 def test_secrets_must_be_base64() -> None:
     with pytest.raises(ValueError):
         SignatureVerifier(["whsec_not*base64"])
+
+
+# The svix-* names: Recall's sample verifier (recallai/sample-apps, verify_request_from_recall.ts)
+# reads each header as `headers["webhook-..."] ?? headers["svix-..."]`.
+
+
+def test_svix_header_names_are_accepted_like_webhook_ones() -> None:
+    headers = sign(SECRET, "msg_1", NOW, prefix="svix")
+    assert set(headers) == {"svix-id", "svix-timestamp", "svix-signature"}
+    assert verifier().check(headers) is None
+    assert verifier(required=True).check(headers) is None
+    assert verifier().check(sign(OTHER, "msg_1", NOW - 299, prefix="svix")) is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        (sign(SECRET, "msg_1", NOW - 301, prefix="svix"), "stale_signature"),
+        ({**sign(SECRET, "msg_1", NOW, prefix="svix"), "svix-id": "msg_2"}, "invalid_signature"),
+        ({**sign(SECRET, "msg_1", NOW, prefix="svix"), "svix-timestamp": "soon"}, "invalid_signature"),
+        (sign("whsec_" + base64.b64encode(b"x" * 32).decode(), "msg_1", NOW, prefix="svix"), "invalid_signature"),
+    ],
+)
+def test_bad_or_replayed_svix_signatures_are_refused(headers: dict[str, str], reason: str) -> None:
+    assert verifier().check(headers) == reason
+
+
+def test_partial_svix_headers_are_missing_a_signature() -> None:
+    partial = sign(SECRET, "msg_1", NOW, prefix="svix")
+    del partial["svix-signature"]
+    assert verifier().check(partial) is None
+    assert verifier(required=True).check(partial) == "missing_signature"
+
+
+def test_webhook_names_come_first_header_by_header() -> None:
+    # Each header is looked up under its webhook- name, then its svix- one, as the sample does: a
+    # webhook-signature wins over a svix-signature, and a missing webhook-id is found as svix-id.
+    good = sign(SECRET, "msg_1", NOW)
+    assert verifier().check({**good, "svix-signature": "v1,AAAA"}) is None
+    assert verifier().check({**sign(SECRET, "msg_1", NOW, prefix="svix"), "webhook-signature": "v1,AAAA"}) == "invalid_signature"
+    mixed = {"svix-id": "msg_1", "webhook-timestamp": good["webhook-timestamp"], "webhook-signature": good["webhook-signature"]}
+    assert verifier().check(mixed) is None

@@ -123,6 +123,10 @@ async def test_signature_is_checked_when_required(start_relay, collect) -> None:
     async with await open_bot(relay.recall_url(), additional_headers=headers) as bot:
         await bot.send(transcript("signed"))
     await events.wait_for(1)
+    # The same headers named svix-* (Recall's sample verifier accepts both), over a real handshake.
+    async with await open_bot(relay.recall_url(), additional_headers=sign(secret, "msg_3", int(time.time()), prefix="svix")) as bot:
+        await bot.send(transcript("svix signed"))
+    await events.wait_for(2)
     stale = sign(secret, "msg_2", int(time.time()) - 3600)
     with pytest.raises(InvalidStatus):
         await open_bot(relay.recall_url(), additional_headers=stale)
