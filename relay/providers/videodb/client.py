@@ -39,10 +39,13 @@ from relay.core.backoff import Backoff
 from relay.core.metrics import RelayMetrics
 from relay.providers.videodb.config import ResolvedCollection, VideoDBSettings
 from relay.errors import AuthRejected, FrameRejected, UpstreamError
-from relay.providers.videodb.jobs import JobBinder, call
-from relay.providers.videodb.parse import RtStreamInfo, parse_frame, parse_hello
+from relay.providers.videodb.jobs import JobBinder, call, job_label, wanted_jobs
+from relay.providers.videodb.parse import RtStreamInfo, parse_frame, parse_hello, session_for
 from relay.providers.videodb.registry import RtStreamRegistry
+from relay.providers.videodb.retry import JobRetryPolicy
+from relay.providers.videodb.store import JobStore
 from relay.core.publisher import EventPublisher
+from relay.schema import EventTime, Source, StreamError, StreamErrorEvent
 
 __all__ = ["VideoDBCollectionClient", "raise_if_cancelling"]
 
@@ -74,6 +77,8 @@ class VideoDBCollectionClient:
         metrics: RelayMetrics,
         registry: RtStreamRegistry,
         http: httpx.AsyncClient,
+        store: JobStore,
+        name_prefix: str = "relay",
     ) -> None:
         self.collection = collection
         self._settings = settings
@@ -81,9 +86,10 @@ class VideoDBCollectionClient:
         self._metrics = metrics
         self._registry = registry
         self._http = http
-        self._binder = JobBinder(http, settings, metrics)
+        self._binder = JobBinder(http, settings, metrics, store, name_prefix)
+        self._retry = JobRetryPolicy(settings.job_retry_initial_s, settings.job_retry_max_s, settings.job_failures_reported)
         self._sessions: dict[str, str] = {}  # rtstream id -> capture session id
-        self._bound: set[str] = set()  # rtstreams bound to the current connection
+        self._bound: set[tuple[str, str]] = set()  # (rtstream, job) bound to the current connection
         self._logged_reasons: set[str] = set()  # frame rejection reasons logged on this connection
         self._nudged = asyncio.Event()
         self.connection_id: str | None = None
@@ -210,7 +216,8 @@ class VideoDBCollectionClient:
             raise_if_cancelling()
 
     async def sync(self) -> None:
-        """Bind the jobs of every registered rtstream not yet bound to the current connection.
+        """Bind every job of every registered rtstream not yet bound to the current connection
+        (each failed job once its retry delay passed).
 
         The client calls it after each connect, every ``sync_interval_s`` and after :meth:`nudge`.
         """
@@ -226,13 +233,56 @@ class VideoDBCollectionClient:
             log.warning("videodb %s: cannot read the rtstream registry; retrying", self.collection.id)
             return
         self._sessions = {rts: info.capture_session_id for rts, info in streams.items()}
-        self._bound.intersection_update(streams)
+        wanted = {(rts, job) for rts, info in streams.items() for job in wanted_jobs(info, self._settings)}
+        self._bound.intersection_update(wanted)
+        self._retry.retain(wanted)
         for rts, info in streams.items():
-            if rts not in self._bound and await self._bind(info, conn):
-                self._bound.add(rts)
+            for job in wanted_jobs(info, self._settings):
+                if (rts, job) in self._bound:
+                    continue
+                if job.startswith("alert:") and (rts, "visual_index") not in self._bound:
+                    continue  # an alert lives on this connection's visual index: after it
+                if self._retry.due((rts, job), time.monotonic()):
+                    await self._bind(info, job, conn)
 
-    async def _bind(self, stream: RtStreamInfo, conn: str) -> bool:
-        ok = await self._binder.bind(stream, conn)
-        if ok:
-            log.info("videodb %s: jobs of %s bound to %s", self.collection.id, stream.rtstream_id, conn)
-        return ok
+    async def _bind(self, stream: RtStreamInfo, job: str, conn: str) -> None:
+        """Bind one job; a failure is counted, logged and retried with backoff (AuthRejected propagates)."""
+        key = (stream.rtstream_id, job)
+        label = job_label(job)
+        try:
+            async with asyncio.timeout(self._settings.http_timeout_s * 4):  # a few calls, each bounded
+                await self._binder.bind_job(stream, job, conn)
+        except AuthRejected:
+            raise
+        except (UpstreamError, RedisError, TimeoutError) as exc:
+            raise_if_cancelling()
+            if isinstance(exc, UpstreamError):
+                reason = exc.reason
+            else:
+                reason = "redis"
+                self._metrics.redis_errors.labels("videodb_jobs").inc()
+            self._metrics.videodb_jobs_bound.labels(label, "error").inc()
+            failure = self._retry.failed(key, time.monotonic())
+            log.warning("videodb %s: starting %s on %s failed (%s, %d in a row); retrying in %.1fs",
+                        self.collection.id, job, stream.rtstream_id, reason, failure.failures, failure.delay)  # fmt: skip
+            if failure.report:
+                await self._report(stream, job, reason, failure.failures)
+            return
+        self._retry.succeeded(key)
+        self._bound.add(key)
+        self._metrics.videodb_jobs_bound.labels(label, "ok").inc()
+        log.info("videodb %s: %s of %s bound to %s", self.collection.id, job, stream.rtstream_id, conn)
+
+    async def _report(self, stream: RtStreamInfo, job: str, reason: str, failures: int) -> None:
+        """A job that keeps failing: an error log, ``outcome="failing"``, and a ``stream.error`` event."""
+        self._metrics.videodb_jobs_bound.labels(job_label(job), "failing").inc()
+        message = (f"starting {job} on rtstream {stream.rtstream_id} failed {failures} times in a row ({reason}); "
+                   f"retrying at most every {self._settings.job_retry_max_s:g}s")  # fmt: skip
+        log.error("videodb %s: %s", self.collection.id, message)
+        event = StreamErrorEvent(
+            source=Source.VIDEODB,
+            session=session_for(stream.rtstream_id, stream.name, self._sessions),
+            time=EventTime(received=datetime.now(timezone.utc)),
+            payload=StreamError(code=f"job_failed:{job_label(job)}", message=message, permanent=False),
+        )
+        await self._publisher.publish(event)

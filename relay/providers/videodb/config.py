@@ -12,8 +12,8 @@ A collection that needs its own key or base URL is a table instead of a string::
     collections = ["default", { id = "team-b", api_key_file = "/run/secrets/videodb-b" }]
 
 The real-time jobs (transcript, audio index, visual index, alerts) are the same for every
-collection: they are started on each rtstream of a capture session when it turns active, and bound
-again to the new socket after every reconnect.
+collection: they are started on each rtstream of a capture session when it turns active, and
+replaced (the old index stopped first) on the new socket after every reconnect.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -87,16 +87,45 @@ class VideoDBSettings(BaseModel):
 
     # --- real-time jobs started on each rtstream of an active capture session -------------------
     transcript: bool = True
+    #: The transcription ``engine`` sent with the start; unset = not sent (the SDK's default:
+    #: VideoDB picks its own).
+    transcript_engine: str | None = None
+    #: The audio index is a scene index with ``extraction_type: "transcript"``, segmented by
+    #: ``audio_index_segmenter`` (``word``, ``sentence`` or ``time``) every ``audio_index_segmentation_value``.
     audio_index: bool = True
     audio_index_prompt: str = "Summarize what is being discussed and any decisions made."
+    audio_index_segmenter: Literal["word", "sentence", "time"] = "time"
+    audio_index_segmentation_value: int = Field(default=30, gt=0)
+    #: The visual index is a scene index with ``extraction_type: "time"``: ``visual_index_frame_count``
+    #: frames described per window of ``visual_index_window_s`` seconds.
     visual_index: bool = True
     visual_index_prompt: str = "Describe what the user is doing on screen."
+    visual_index_window_s: int = Field(default=10, gt=0)
+    visual_index_frame_count: int = Field(default=5, gt=0)
     #: Alerts on the visual index: a JSON list in the environment, a TOML array of tables in files.
     alerts: Annotated[list[AlertRule], NoDecode] = Field(default_factory=list)
+    #: ``callback_url`` of the alerts (the SDK always sends one): this relay's public webhook URL,
+    #: with its ``?token=``; unset = null (alerts then arrive on the socket only).
+    alert_callback_url: SecretStr | None = None
+    #: A job start that failed is retried per rtstream and job with full-jitter backoff from
+    #: ``job_retry_initial_s`` up to ``job_retry_max_s``; after ``job_failures_reported``
+    #: failures in a row it is reported (error log, metric, a ``stream.error`` event) and retried
+    #: at the capped delay.
+    job_retry_initial_s: float = Field(default=1.0, gt=0)
+    job_retry_max_s: float = Field(default=60.0, gt=0)
+    job_failures_reported: int = Field(default=5, ge=1)
+    #: After a reconnect, transcript segments the socket missed are fetched back over REST, at
+    #: most this many pages of 100.
+    backfill_max_pages: int = Field(default=20, ge=0)
 
-    # --- webhooks (capture-session lifecycle) ---------------------------------------------------
+    # --- webhooks (capture-session lifecycle, transcript and alert callbacks) --------------------
     webhook_path: str = Field(default="/videodb/webhook", pattern=r"^/[A-Za-z0-9_./\-]*$")
-    #: Shared secret for the optional HMAC-SHA256 check of webhook bodies; unset = no check.
+    #: VideoDB does not sign callbacks: give it the callback URL with ``?token=<this>``; every
+    #: delivery must carry it (checked in constant time, never logged). Unset = no check.
+    webhook_token: SecretStr | None = None
+    webhook_token_file: Path | None = None
+    #: Only for a signing proxy in front of the relay (VideoDB itself signs nothing): the secret
+    #: of an HMAC-SHA256 of the raw body, in ``webhook_signature_header``; unset = no check.
     webhook_secret: SecretStr | None = None
     webhook_secret_file: Path | None = None
     #: Header carrying the hex HMAC-SHA256 of the raw body (``sha256=`` prefix allowed).
@@ -147,8 +176,12 @@ class VideoDBSettings(BaseModel):
             self.api_key = read_secret(self.api_key_file)
         if self.webhook_secret_file is not None:
             self.webhook_secret = read_secret(self.webhook_secret_file)
+        if self.webhook_token_file is not None:
+            self.webhook_token = read_secret(self.webhook_token_file)
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must be >= backoff_initial_s")
+        if self.job_retry_max_s < self.job_retry_initial_s:
+            raise ValueError("job_retry_max_s must be >= job_retry_initial_s")
         ids = [c.id for c in self.collections]
         if len(set(ids)) != len(ids):
             raise ValueError("collection ids must be unique")

@@ -29,6 +29,7 @@ from relay.providers.videodb.client import VideoDBCollectionClient, raise_if_can
 from relay.providers.videodb.config import ResolvedCollection, VideoDBSettings
 from relay.providers.videodb.lease import Lease
 from relay.providers.videodb.registry import RtStreamRegistry
+from relay.providers.videodb.store import JobStore
 from relay.providers.videodb.webhooks import WebhookReceiver
 from relay.core.publisher import EventPublisher
 
@@ -167,7 +168,8 @@ class VideoDBService:
                 trust_env=False,
             )
             registry = RtStreamRegistry(redis, key_prefix, collection.id)
-            client = VideoDBCollectionClient(collection, settings, publisher, metrics, registry, http)
+            store = JobStore(redis, key_prefix, collection.id)
+            client = VideoDBCollectionClient(collection, settings, publisher, metrics, registry, http, store, key_prefix)
             lease = Lease(redis, f"{key_prefix}:videodb:{collection.id}:lease", settings.lease_ttl_s)
             self._http[collection.id] = http
             registries[collection.id] = registry

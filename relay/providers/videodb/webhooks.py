@@ -84,6 +84,8 @@ class WebhookReceiver:
         self._task: asyncio.Task[None] | None = None
         secret = settings.webhook_secret
         self._secret = secret.get_secret_value().encode() if secret is not None else None
+        token = settings.webhook_token
+        self._token = token.get_secret_value().encode() if token is not None else None
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -128,6 +130,10 @@ class WebhookReceiver:
             body += chunk
             if len(body) > limit:
                 return self._reject("too_large", 413)
+        if self._token is not None and not hmac.compare_digest(request.query_params.get("token", "").encode(), self._token):
+            # The URL (with its query) is never logged: it carries the token.
+            log.warning("videodb webhook: bad or missing token from %s", request.client.host if request.client else "?")
+            return self._reject("bad_token", 401)
         if self._secret is not None and not self._signature_ok(request, body):
             log.warning("videodb webhook: bad or missing signature from %s", request.client.host if request.client else "?")
             return self._reject("bad_signature", 401)

@@ -49,6 +49,8 @@ def settings_for(emulator: VideoDBEmulator, **overrides: Any) -> VideoDBSettings
         lease_ttl_s=1.0,
         sync_interval_s=0.1,
         http_timeout_s=2.0,
+        job_retry_initial_s=0.05,
+        job_retry_max_s=0.2,
         alerts=[{"label": "sensitive_content", "prompt": "Sensitive content is on screen"}],
     )
     values.update(overrides)

@@ -70,7 +70,7 @@ async def test_every_channel_arrives_in_the_schema(videodb_emulator, redis_url, 
     # The jobs were started with their prompts, and the alert on the visual index.
     starts = {(b.rtstream_id, b.job): b.body for b in emu.bindings}
     assert starts[("rts-1", "audio_index")]["prompt"] == settings_for(emu).audio_index_prompt
-    assert starts[("rts-3", "alert")]["event_id"] == "evt-sensitive_content"
+    assert emu.events[starts[("rts-3", "alert")]["event_id"]]["label"] == "sensitive_content"
 
 
 async def test_drop_reconnects_rebinds_and_events_flow_again(videodb_emulator, redis_url, redis_client, collect) -> None:
@@ -287,3 +287,63 @@ async def test_a_crashing_client_is_logged_and_restarted(videodb_emulator, redis
         assert [e.payload.text for e in await events.wait_for(1)] == ["after restart"]
         assert sample(relay.metrics, "relay_upstream_errors_total", provider="videodb", reason="internal") == 1
         assert "client crashed" in caplog.text
+
+
+async def test_jobs_are_started_as_the_sdk_starts_them(videodb_emulator, redis_url, redis_client) -> None:
+    emu = videodb_emulator
+    settings = settings_for(emu, transcript_engine="assemblyai", audio_index_segmenter="sentence", audio_index_segmentation_value=3,
+                            alert_callback_url="https://relay.example/videodb/webhook?token=t0k")  # fmt: skip
+    async with running_service(settings, redis_url) as relay:
+        await activate(emu, relay)
+    starts = {(b.rtstream_id, b.job): b.body for b in emu.bindings}
+    conn = starts[("rts-1", "transcript")]["ws_connection_id"]
+    assert starts[("rts-1", "transcript")] == {"action": "start", "engine": "assemblyai", "ws_connection_id": conn}
+    audio = starts[("rts-1", "audio_index")]
+    assert audio["extraction_type"] == "transcript"
+    assert audio["extraction_config"] == {"segmenter": "sentence", "segmentation_value": 3}
+    assert audio["prompt"] == settings.audio_index_prompt and audio["name"] == "relay:audio_index"
+    visual = starts[("rts-3", "visual_index")]
+    assert visual["extraction_type"] == "time" and visual["extraction_config"] == {"time": 10, "frame_count": 5}
+    alert = starts[("rts-3", "alert")]
+    assert alert["callback_url"] == "https://relay.example/videodb/webhook?token=t0k"
+    assert emu.alerts[next(iter(emu.alerts))].index_id == emu.live_indexes("rts-3")[0].rtstream_index_id
+    assert ("POST", "/rtstream/rts-1/index/audio") not in emu.requests
+
+
+async def test_a_job_that_keeps_failing_is_reported_not_hammered(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    errors = collect("relay:events:videodb:*:stream.error")
+    settings = settings_for(emu, audio_index=False, visual_index=False, job_failures_reported=3, job_retry_initial_s=0.05,
+                            job_retry_max_s=0.4)  # fmt: skip
+    async with running_service(settings, redis_url) as relay:
+        await emu.wait_connections(1)
+        emu.fail_jobs(200)  # every job call refused: {"success": false} with HTTP 200
+        assert await emu.post_webhook(relay.webhook_url, ACTIVE) == [200]
+        (error,) = await errors.wait_for(1)
+        assert error.payload.code == "job_failed:transcript" and not error.payload.permanent
+        assert error.session.id == "cap-1" and error.session.stream_id == "rts-1"
+        m = relay.metrics
+        assert sample(m, "relay_videodb_jobs_bound_total", job="transcript", outcome="failing") == 1
+        attempts = sum(1 for method, path in emu.requests if path == "/rtstream/rts-1/transcription")
+        # A refused start is followed by one stop and one start again: 3 calls per attempt, and
+        # 3 attempts (0.05, 0.1, 0.2 s of backoff at most) before the report, not one per sync.
+        assert attempts <= 3 * 3
+        assert not emu.is_live_bound("rts-1", "transcript")
+        emu.fail_jobs(None)
+        await emu.wait_bound("rts-1", "transcript")
+        await wait_until(lambda: sample(m, "relay_videodb_jobs_bound_total", job="transcript", outcome="ok") == 1)
+    assert len(errors.events) == 1  # reported once
+
+
+async def test_webhooks_are_authenticated_by_the_token_in_their_url(videodb_emulator, redis_url, redis_client, collect, caplog) -> None:
+    emu = videodb_emulator
+    events = collect("relay:events:videodb:*:session.status")
+    token = "whook-token-4f9a1c"
+    async with running_service(settings_for(emu, webhook_token=token), redis_url) as relay:
+        assert await emu.post_webhook(relay.webhook_url, ACTIVE) == [401]
+        assert await emu.post_webhook(relay.webhook_url + "?token=wrong", ACTIVE) == [401]
+        assert await emu.post_webhook(relay.webhook_url + f"?token={token}", ACTIVE) == [200]
+        (event,) = await events.wait_for(1)
+        assert event.payload.status == "active"
+        assert sample(relay.metrics, "relay_videodb_webhooks_total", outcome="bad_token") == 2
+    assert token not in caplog.text

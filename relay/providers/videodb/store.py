@@ -1,0 +1,65 @@
+"""The VideoDB job ids the relay created, in Redis, shared by every replica.
+
+VideoDB makes a **new** scene index (and alert) on every create call, and each runs, and bills,
+until stopped; nothing moves a running index to a new socket. So whichever replica holds a
+collection's socket must know what was started before it, to stop it before starting the
+successor (``docs/protocols/videodb.md``, section 4, "Index lifetime"):
+
+* ``<prefix>:videodb:<collection>:jobs:<rtstream_id>``: a hash, field = job (``transcript``,
+  ``audio_index``, ``visual_index``, ``alert:<label>``), value = VideoDB's id (the connection id
+  for the transcript);
+* ``<prefix>:videodb:<collection>:events``: a hash, alert label -> VideoDB event id (created once).
+
+Both expire after a week without writes, like the rtstream registry.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from relay.providers.videodb.registry import REGISTRY_TTL_S
+
+__all__ = ["JobStore"]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class JobStore:
+    """Job and event ids of one collection (see the module docstring). Redis errors propagate."""
+
+    def __init__(self, redis: Redis, key_prefix: str, collection: str) -> None:
+        self._redis = redis
+        self._base = f"{key_prefix}:videodb:{collection}"
+        self.events_key = f"{self._base}:events"
+
+    def key(self, rtstream_id: str) -> str:
+        return f"{self._base}:jobs:{rtstream_id}"
+
+    async def get(self, rtstream_id: str) -> dict[str, str]:
+        raw = await self._redis.hgetall(self.key(rtstream_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def set(self, rtstream_id: str, job: str, value: str, *, drop: tuple[str, ...] = ()) -> None:
+        """Record ``job``'s id (and forget the fields in ``drop``, e.g. the old index's alerts)."""
+        key = self.key(rtstream_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if drop:
+                pipe.hdel(key, *drop)
+            pipe.hset(key, job, value)
+            pipe.expire(key, REGISTRY_TTL_S)
+            await pipe.execute()
+
+    async def event_id(self, label: str) -> str | None:
+        value = await self._redis.hget(self.events_key, label)
+        return None if value is None else _text(value)
+
+    async def set_event_id(self, label: str, event_id: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.events_key, label, event_id)
+            pipe.expire(self.events_key, REGISTRY_TTL_S)
+            await pipe.execute()
+
+    async def forget_event(self, label: str) -> None:
+        await self._redis.hdel(self.events_key, label)
