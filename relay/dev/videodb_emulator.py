@@ -209,6 +209,8 @@ class VideoDBEmulator:
         self.connects = 0
         #: The most sockets ever open at once per collection: the relay's "one socket" promise.
         self.peak_connections: dict[str, int] = {}
+        #: The most indexes of one kind (audio_index, visual_index) ever running at once per rtstream.
+        self.peak_live_indexes: dict[tuple[str, str], int] = {}
         self._fail_status: int | None = None
         self._fail_times: int | None = None
         self._job_fail_status: int | None = None
@@ -626,6 +628,8 @@ class VideoDBEmulator:
             return self._refuse(problem)
         index = SceneIndex(self._new_id("rtx"), rtstream_id, str(kind), config, prompt, name, conn)
         self.indexes[index.rtstream_index_id] = index
+        live = sum(1 for i in self.live_indexes(rtstream_id) if i.job == index.job)
+        self.peak_live_indexes[(rtstream_id, index.job)] = max(self.peak_live_indexes.get((rtstream_id, index.job), 0), live)
         self.bindings.append(Binding(rtstream_id, index.job, conn, body))
         await self._notify()
         return self._ok(index.public())

@@ -347,3 +347,36 @@ async def test_webhooks_are_authenticated_by_the_token_in_their_url(videodb_emul
         assert event.payload.status == "active"
         assert sample(relay.metrics, "relay_videodb_webhooks_total", outcome="bad_token") == 2
     assert token not in caplog.text
+
+
+async def test_ten_reconnects_leave_one_live_index_per_kind(videodb_emulator, redis_url, redis_client) -> None:
+    emu = videodb_emulator
+    async with running_service(settings_for(emu), redis_url) as relay:
+        await activate(emu, relay)
+        for _ in range(10):
+            before = {job: emu.bound_to(rts, job) for rts, job in JOBS}
+            assert await emu.drop() == 1
+            await emu.wait_until(
+                lambda: all(emu.is_live_bound(rts, job) and emu.bound_to(rts, job) != before[job] for rts, job in JOBS)
+            )
+        for rts, job in [("rts-1", "audio_index"), ("rts-3", "visual_index")]:
+            live = [i for i in emu.live_indexes(rts) if i.job == job]
+            assert len(live) == 1, f"{job}: {len(live)} running"
+            assert emu.peak_live_indexes[(rts, job)] == 1  # never two at once, not even for a moment
+            assert sum(1 for b in emu.bindings if (b.rtstream_id, b.job) == (rts, job)) == 11
+            # The id every replica would stop next is the one running.
+            assert await redis_client.hget(f"relay:videodb:default:jobs:{rts}", job) == live[0].rtstream_index_id.encode()
+        assert len(emu.live_alerts("rts-3")) == 1
+        assert len(emu.events) == 1  # the alert's event was created once, then reused
+        assert sample(relay.metrics, "relay_videodb_jobs_bound_total", job="audio_index", outcome="stopped") == 10
+
+
+async def test_a_takeover_stops_what_the_previous_holder_started(videodb_emulator, redis_url, redis_client) -> None:
+    emu = videodb_emulator
+    async with running_service(settings_for(emu), redis_url) as relay:
+        await activate(emu, relay)
+    # Another process (or this one, restarted) holds the collection now; the ids are in Redis.
+    async with running_service(settings_for(emu), redis_url):
+        await emu.wait_until(lambda: len(emu.bindings) >= 2 * len(JOBS) and all(emu.is_live_bound(r, j) for r, j in JOBS))
+        assert len([i for i in emu.live_indexes("rts-1") if i.job == "audio_index"]) == 1
+        assert len(emu.live_indexes("rts-3")) == 1
