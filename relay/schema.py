@@ -106,7 +106,11 @@ class Participant(_Model):
     is_host: bool | None = None
     platform: str | None = None
     role: str | None = Field(default=None, description="`agent` or `customer` when a bridge assigned one (ASAPP).")
-    extra: dict[str, Any] = Field(default_factory=dict, description="Provider extras (Recall `extra_data`).")
+    extra: Any = Field(
+        default_factory=dict,
+        description="Provider extras (Recall `extra_data`): usually an object, but any JSON value the provider sends "
+        "is kept as sent; `{}` when it sent none.",
+    )
 
 
 class EventTime(_Model):

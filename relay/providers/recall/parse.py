@@ -8,12 +8,14 @@ Two protocols arrive on the same kind of socket:
 
 * **Real-time endpoints** (current): JSON text frames ``{"event": ..., "data": {...}}``; a binary
   frame holding UTF-8 JSON is accepted as the same thing. See ``docs/protocols/recall.md``.
-* **Legacy raw audio** (older bots): a JSON header ``{"protocol_version": 1, "bot_id",
-  "recording_id", "separate_streams", "offset"}``, then binary frames of S16LE 16 kHz PCM (with
-  ``separate_streams``, each starts with a 4-byte little-endian participant id), and binary video
-  frames (participant id, millisecond timestamp, PNG bytes). The header **emits no event**: it
-  carries nothing but the session, which every following event repeats; it only sets
-  :attr:`RecallParser.session` and switches binary frames to media.
+* **Legacy binary protocols** (older bots), one stream per connection: a JSON header, then binary
+  frames. Audio: ``{"protocol_version": 1, "bot_id", "separate_streams"}`` (some versions add
+  ``recording_id`` and ``offset``; without ``recording_id`` the bot id keys the session), then
+  S16LE 16 kHz PCM (with ``separate_streams``, each frame starts with a 4-byte little-endian
+  participant id). Video: ``{"protocol_version": 1, "bot_id"}`` (no ``separate_streams``), then
+  frames of a u32 LE participant id, a u32 LE millisecond timestamp and PNG bytes. The header
+  **emits no event**: it carries nothing but the session, which every following event repeats; it
+  only sets :attr:`RecallParser.session` and switches binary frames to media.
 
 Errors: any malformed frame raises :class:`FrameRejected` -- and nothing else, whatever the input --
 whose ``reason`` is one of :data:`relay.errors.REJECT_REASONS` (a bounded metric label). Unknown fields are
@@ -93,6 +95,10 @@ _LE_U32: Final = struct.Struct("<I")
 _LE_U32_U32: Final = struct.Struct("<II")
 #: Marks a cached participant made from a legacy binary id (no participant object to compare).
 _LEGACY: Final = object()
+#: What a legacy connection carries, as its header says (see ``RecallParser._legacy_header``).
+_MIXED: Final = "mixed"
+_SEPARATE: Final = "separate"
+_VIDEO: Final = "video"
 #: Above this many remembered participants a connection starts over (bounds memory per socket).
 _MAX_CACHED_PARTICIPANTS: Final = 1024
 
@@ -331,7 +337,9 @@ def _build_participant(raw: dict[str, Any]) -> _Known:
         "email": _opt_str(raw.get("email"), "participant.email"),
         "is_host": _opt_bool(raw.get("is_host"), "participant.is_host"),
         "platform": _opt_str(raw.get("platform"), "participant.platform"),
-        "extra": _opt_obj(raw.get("extra_data"), "participant.extra_data"),
+        # Any JSON value Recall sends is carried as sent (its sample apps type it ``any``); null or
+        # absent reads as ``{}``, as it always has.
+        "extra": {} if (extra := raw.get("extra_data")) is None else extra,
     }))  # fmt: skip
 
 
@@ -577,7 +585,7 @@ class RecallParser:
         self._session: _Known = _NOBODY  # (SessionRef, its JSON fields) of the last frame that named one
         self._session_key: tuple[Any, Any, Any] | None = None
         self._participants: dict[Any, tuple[object, _Known]] = {}  # id -> (raw object or _LEGACY, participant)
-        self._legacy: tuple[bool, float] | None = None  # (separate_streams, offset) once a header came
+        self._legacy: tuple[str, float] | None = None  # (_MIXED | _SEPARATE | _VIDEO, offset) once a header came
         self._legacy_samples: dict[int | None, int] = {}  # legacy PCM bytes seen per stream, for timing
         # The fast path's memory of envelopes and participants the checked path accepted, by their
         # raw JSON: [(envelope Raws, session)], a few (a connection's event kinds name different
@@ -592,8 +600,13 @@ class RecallParser:
 
     @property
     def legacy(self) -> bool:
-        """Whether this connection speaks the legacy raw-audio protocol (a header was received)."""
+        """Whether this connection speaks a legacy binary protocol, audio or video (a header was received)."""
         return self._legacy is not None
+
+    @property
+    def legacy_stream(self) -> str | None:
+        """What a legacy connection carries: ``"mixed"`` or ``"separate"`` audio, or ``"video"``."""
+        return None if self._legacy is None else self._legacy[0]
 
     def feed(self, frame: str | bytes | bytearray | memoryview, received_at: datetime | None = None) -> list[EventBase]:
         """Parse one frame into zero or more validated events; raise :class:`FrameRejected` if it is malformed.
@@ -836,21 +849,33 @@ class RecallParser:
     # --- legacy protocol -------------------------------------------------------------------------
 
     def _legacy_header(self, obj: dict[str, Any]) -> None:
+        """The first frame of a legacy connection: which stream it carries, and the session.
+
+        An audio header has ``separate_streams``; the video header is ``{"protocol_version": 1,
+        "bot_id"}`` alone (docs/protocols/recall.md, section 6). ``recording_id`` and ``offset`` come
+        with some versions only: without a recording id, the bot id keys the session.
+        """
         version = obj.get("protocol_version")
         if type(version) is not int:
             raise FrameRejected("invalid_field", "protocol_version")
         if version != 1:
             raise FrameRejected("unsupported_protocol", "protocol_version")
-        separate = obj.get("separate_streams", False)
-        if type(separate) is not bool:
+        separate = obj.get("separate_streams")
+        if separate is None:
+            stream = _VIDEO if "separate_streams" not in obj else _MIXED
+        elif type(separate) is bool:
+            stream = _SEPARATE if separate else _MIXED
+        else:
             raise FrameRejected("invalid_field", "separate_streams")
         offset = _opt_float(obj.get("offset"), "offset") or 0.0
+        recording_id = _opt_str(obj.get("recording_id"), "recording_id")
+        bot_id = _str(obj.get("bot_id"), "bot_id")
         session = _known(_validate(SessionRef, {
-            "id": _str(obj.get("recording_id"), "recording_id"),
-            "bot_id": _str(obj.get("bot_id"), "bot_id"),
+            "id": bot_id if recording_id is None else recording_id,
+            "bot_id": bot_id,
         }))  # fmt: skip
         self._session, self._session_key = session, None
-        self._legacy = (separate, offset)
+        self._legacy = (stream, offset)
         self._legacy_samples = {}
 
     def _binary(self, frame: bytes | bytearray | memoryview, received: datetime) -> list[EventRecord]:
@@ -866,6 +891,14 @@ class RecallParser:
                 pass
             else:
                 return self._json(obj, received)
+        if self._legacy[0] == _VIDEO:
+            if len(frame) < 8:
+                raise FrameRejected("short_binary_frame", "participant id and timestamp")
+            if frame[8:16] != PNG_MAGIC:
+                raise FrameRejected("invalid_field", "video frame PNG signature")
+            return [self._legacy_video(frame, received)]
+        # An audio connection: a frame carrying a PNG after 8 bytes is taken for a video frame
+        # (a bot that multiplexes both, as this relay's simulator once did); PCM never looks so.
         if frame[8:16] == PNG_MAGIC:
             return [self._legacy_video(frame, received)]
         return [self._legacy_audio(frame, received)]
@@ -882,7 +915,8 @@ class RecallParser:
 
     def _legacy_audio(self, frame: bytes | bytearray | memoryview, received: datetime) -> EventRecord:
         assert self._legacy is not None and self._session[0] is not None
-        separate, offset = self._legacy
+        stream, offset = self._legacy
+        separate = stream == _SEPARATE
         participant = _NOBODY
         pid: int | None = None
         pcm = memoryview(frame)

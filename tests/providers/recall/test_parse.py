@@ -109,6 +109,34 @@ def test_participant_with_nulls_and_no_email() -> None:
     assert event.participant == Participant(id="7", is_host=False)
 
 
+@pytest.mark.parametrize("extra_data", ["zoom", [1, "a", None], 42, 1.5, True, {"teams": {"id": "x"}}, []])
+def test_extra_data_of_any_json_type_is_carried_in_the_event(extra_data: Any) -> None:
+    """Recall's sample apps type ``extra_data`` as ``any``: whatever it is, the event is kept and carries it."""
+    who = {**RECALL_PARTICIPANT, "extra_data": extra_data}
+    for kind, data, artifact in (
+        ("participant_events.join", {"participant": who, "timestamp": TIMESTAMP, "data": None}, "participant_events"),
+        ("transcript.data", {"words": WORDS, "participant": who}, "transcript"),
+        ("audio_separate_raw.data", {"buffer": PCM_B64, "timestamp": TIMESTAMP, "participant": who}, "audio_separate"),
+        ("video_separate_png.data", {"buffer": PCM_B64, "timestamp": TIMESTAMP, "type": "webcam", "participant": who}, "video_separate"),
+    ):
+        parser = RecallParser()
+        for _ in range(2):  # the second frame of a kind takes the fast path where there is one
+            event = feed_one(frame(kind, data, artifact), parser)
+            assert event.participant.extra == extra_data and type(event.participant.extra) is type(extra_data)
+            assert orjson.loads(event.model_dump_json())["participant"]["extra"] == extra_data
+
+
+def test_null_extra_data_is_host_and_bot_keep_the_event() -> None:
+    who = {**RECALL_PARTICIPANT, "extra_data": None, "is_host": None}
+    obj = frame("participant_events.join", {"participant": who, "timestamp": TIMESTAMP, "data": None})
+    obj["data"]["bot"] = None
+    event = feed_one(obj)
+    assert event.participant.extra == {} and event.participant.is_host is None
+    assert (event.session.bot_id, event.session.bot_metadata) == (None, {})
+    del who["extra_data"]
+    assert feed_one(frame("participant_events.join", {"participant": who, "timestamp": TIMESTAMP, "data": None})).participant.extra == {}
+
+
 def test_chat_message() -> None:
     event = feed_one(frame("participant_events.chat_message", {
         "participant": RECALL_PARTICIPANT, "timestamp": TIMESTAMP, "data": {"text": "see you at 3", "to": "everyone"},
@@ -312,6 +340,50 @@ def test_legacy_separate_streams_and_video() -> None:
     assert parser.feed(orjson.dumps(obj))[0].type == "participant.join"
 
 
+# The legacy headers exactly as Recall's pages print them (docs/protocols/recall.md, section 6).
+# Source: https://recallai.readme.io/docs/real-time-audio-protocol (separate and combined streams).
+LEGACY_SEPARATE_HEADER = '{"protocol_version": 1, "bot_id": "YOUR-BOT-ID-HERE", "separate_streams": true}'
+LEGACY_COMBINED_HEADER = '{"protocol_version": 1, "bot_id": "YOUR-BOT-ID-HERE", "separate_streams": false}'
+# Source: https://docs.recall.ai/v1.10/docs/real-time-video
+LEGACY_VIDEO_HEADER = '{"protocol_version": 1, "bot_id": "<BOT_ID>"}'
+
+
+@pytest.mark.parametrize(("header", "separate"), [(LEGACY_SEPARATE_HEADER, True), (LEGACY_COMBINED_HEADER, False)])
+def test_legacy_audio_header_without_recording_id_is_keyed_on_the_bot(header: str, separate: bool) -> None:
+    parser = RecallParser()
+    assert parser.feed(header) == []
+    assert parser.legacy and parser.legacy_stream == ("separate" if separate else "mixed")
+    assert parser.session == SessionRef(id="YOUR-BOT-ID-HERE", bot_id="YOUR-BOT-ID-HERE")
+    [event] = parser.feed(frames.legacy_audio(PCM, 100 if separate else None), received_at=RECEIVED)
+    assert isinstance(event, AudioChunkEvent) and parse_event(event.model_dump_json()) == event
+    assert event.session == SessionRef(id="YOUR-BOT-ID-HERE", bot_id="YOUR-BOT-ID-HERE")
+    assert event.payload.mix == ("separate" if separate else "mixed") and base64.b64decode(event.payload.audio) == PCM
+    assert (event.participant.id if event.participant else None) == ("100" if separate else None)
+    assert event.time.relative == 0.0  # no offset in this header: the stream starts at 0
+    # A null recording id reads as none.
+    assert RecallParser().feed('{"protocol_version": 1, "bot_id": "b", "recording_id": null}') == []
+
+
+def test_legacy_video_connection() -> None:
+    """The legacy video protocol: its header, then u32 LE participant id, u32 LE ms, PNG bytes."""
+    parser = RecallParser()
+    assert parser.feed(LEGACY_VIDEO_HEADER) == []
+    assert parser.legacy and parser.legacy_stream == "video"
+    assert parser.session == SessionRef(id="<BOT_ID>", bot_id="<BOT_ID>")
+    png = frames.png_image(36, 64, (200, 10, 10))
+    raw = struct.pack("<I", 16778240) + struct.pack("<I", 1500) + png  # spelled out, not via the builder
+    assert raw == frames.legacy_video(16778240, 1500, png)
+    events = [parser.feed(f, received_at=RECEIVED)[0] for f in (raw, frames.legacy_video(123, 2000, png))]
+    for event, (pid, relative) in zip(events, [("16778240", 1.5), ("123", 2.0)], strict=True):  # 123 = "{"
+        assert isinstance(event, VideoFrameEvent) and parse_event(event.model_dump_json()) == event
+        assert event.type == "video.frame" and event.session == SessionRef(id="<BOT_ID>", bot_id="<BOT_ID>")
+        assert (event.participant.id, event.time.relative, event.time.received) == (pid, relative, RECEIVED)
+        assert (event.payload.codec, event.payload.stream, event.payload.bytes) == ("png", None, len(png))
+        assert base64.b64decode(event.payload.image) == png
+    # The largest millisecond count a u32 holds: about 49.7 days.
+    assert parser.feed(frames.legacy_video(1, 2**32 - 1, png))[0].time.relative == (2**32 - 1) / 1000
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 GOOD = frame("audio_separate_raw.data", {"buffer": PCM_B64, "timestamp": TIMESTAMP, "participant": RECALL_PARTICIPANT}, "audio_separate")
@@ -363,7 +435,6 @@ _DELETE = object()
     (["data", "data", "participant", "id"], True, "invalid_field"),
     (["data", "data", "participant", "name"], 5, "invalid_field"),
     (["data", "data", "participant", "is_host"], "yes", "invalid_field"),
-    (["data", "data", "participant", "extra_data"], [1], "invalid_field"),
 ])  # fmt: skip
 def test_bad_fields(path: list[Any], value: Any, expected: str) -> None:
     parser = RecallParser()
@@ -413,7 +484,9 @@ def test_legacy_errors() -> None:
     assert reason('{"protocol_version": 2, "bot_id": "b", "recording_id": "r"}') == "unsupported_protocol"
     assert reason('{"protocol_version": "1", "bot_id": "b", "recording_id": "r"}') == "invalid_field"
     assert reason('{"protocol_version": 1, "recording_id": "r"}') == "missing_field"
-    assert reason('{"protocol_version": 1, "bot_id": "b"}') == "missing_field"
+    assert reason('{"protocol_version": 1, "separate_streams": true}') == "missing_field"
+    assert reason('{"protocol_version": 1, "bot_id": 7}') == "invalid_field"
+    assert reason('{"protocol_version": 1, "bot_id": "b", "recording_id": 5}') == "invalid_field"
     assert reason('{"protocol_version": 1, "bot_id": "b", "recording_id": "r", "separate_streams": 1}') == "invalid_field"
     assert reason('{"protocol_version": 1, "bot_id": "b", "recording_id": "r", "offset": "0"}') == "invalid_field"
     parser = RecallParser()
@@ -422,6 +495,14 @@ def test_legacy_errors() -> None:
     assert reason(b"{\x00\x00", parser) == "short_binary_frame"
     # A legacy video frame that looks too short for its header is audio of an odd id, not an error.
     assert parser.feed(struct.pack("<I", 5) + b"\x00\x00")[0].payload.bytes == 2
+    # On a video connection every binary frame is a video frame: one that cannot be is rejected.
+    video = RecallParser()
+    video.feed('{"protocol_version": 1, "bot_id": "b"}')
+    assert reason(b"\x01\x00\x00\x00\x02\x00\x00", video) == "short_binary_frame"
+    assert reason(b"", video) == "short_binary_frame"
+    assert reason(struct.pack("<II", 1, 2) + PCM, video) == "invalid_field"
+    assert reason(struct.pack("<II", 1, 2), video) == "invalid_field"
+    assert video.feed(frames.legacy_video(1, 2, frames.png_image()))[0].type == "video.frame"  # and it goes on
 
 
 def test_reasons_are_a_small_fixed_set() -> None:

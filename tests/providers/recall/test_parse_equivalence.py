@@ -99,7 +99,8 @@ def participants(draw: st.DrawFn) -> dict[str, Any]:
     _maybe(draw, "name", texts, out)
     _maybe(draw, "is_host", st.booleans(), out)
     _maybe(draw, "platform", st.sampled_from(["desktop", "mobile_app"]), out)
-    _maybe(draw, "extra_data", metadata, out)
+    # Any JSON value (Recall's sample apps type it `any`): an object mostly, anything else too.
+    _maybe(draw, "extra_data", metadata | json_values, out)
     _maybe(draw, "email", texts, out)
     return out
 
@@ -228,20 +229,30 @@ def test_plain_words_fast_path_agrees_with_the_checked_path(raw_words: list[Any]
 
 @SETTINGS
 @given(
-    st.booleans(), st.floats(0, 1e5) | st.integers(0, 10**5),
+    st.sampled_from(["mixed", "separate", "video"]), st.floats(0, 1e5) | st.integers(0, 10**5),
+    st.sampled_from(["rec", None, "absent"]),
     st.lists(st.tuples(st.integers(0, 2**32 - 1), st.binary(max_size=64), st.booleans()), min_size=1, max_size=6),
 )
-def test_published_bytes_of_legacy_frames(separate: bool, offset: float, media: list[tuple[int, bytes, bool]]) -> None:
+def test_published_bytes_of_legacy_frames(
+    stream: str, offset: float, recording_id: str | None, media: list[tuple[int, bytes, bool]]
+) -> None:
     import relay.providers.recall.parse as parse
 
     original = parse.new_event_id
     parse.new_event_id = lambda: EVENT_ID  # type: ignore[assignment]
     try:
         parser = RecallParser()
-        header = {"protocol_version": 1, "bot_id": "bot", "recording_id": "rec", "separate_streams": separate, "offset": offset}
+        separate = stream == "separate"
+        header: dict[str, Any] = {"protocol_version": 1, "bot_id": "bot"}
+        if recording_id != "absent":
+            header["recording_id"] = recording_id
+        if stream != "video":  # the video header is protocol_version and bot_id alone
+            header["separate_streams"] = separate
+            header["offset"] = offset
         assert parser.feed_records(orjson.dumps(header).decode(), RECEIVED) == []
+        assert parser.session is not None and parser.session.id == ("rec" if recording_id == "rec" else "bot")
         for pid, data, video in media:
-            if video:
+            if video or stream == "video":
                 frame = struct.pack("<II", pid, len(data)) + PNG_MAGIC + data
             else:
                 frame = (struct.pack("<I", pid) if separate else b"") + b"\x00\x01" + data
