@@ -12,7 +12,7 @@ from relay.schema import AlertEvent, GenericEvent, IndexEvent, SessionStatusEven
 
 from relay.dev.videodb_emulator import VideoDBEmulator
 
-from .helpers import ACTIVE, API_KEY, FreezableProxy, running_service, sample, settings_for, wait_until
+from .helpers import ACTIVE, API_KEY, FreezableProxy, running_service, sample, settings_for, wait_until, wait_until_async
 
 JOBS = [("rts-1", "transcript"), ("rts-1", "audio_index"), ("rts-3", "visual_index"), ("rts-3", "alert")]
 
@@ -364,8 +364,13 @@ async def test_ten_reconnects_leave_one_live_index_per_kind(videodb_emulator, re
             assert len(live) == 1, f"{job}: {len(live)} running"
             assert emu.peak_live_indexes[(rts, job)] == 1  # never two at once, not even for a moment
             assert sum(1 for b in emu.bindings if (b.rtstream_id, b.job) == (rts, job)) == 11
-            # The id every replica would stop next is the one running.
-            assert await redis_client.hget(f"relay:videodb:default:jobs:{rts}", job) == live[0].rtstream_index_id.encode()
+            # The id every replica would stop next is the one running (written just after the create).
+            key, running = f"relay:videodb:default:jobs:{rts}", live[0].rtstream_index_id.encode()
+
+            async def recorded(key: str = key, job: str = job, running: bytes = running) -> bool:
+                return await redis_client.hget(key, job) == running
+
+            await wait_until_async(recorded, timeout=5)
         assert len(emu.live_alerts("rts-3")) == 1
         assert len(emu.events) == 1  # the alert's event was created once, then reused
         assert sample(relay.metrics, "relay_videodb_jobs_bound_total", job="audio_index", outcome="stopped") == 10
