@@ -1,7 +1,7 @@
 """Builders of the frames a Recall.ai bot sends to a real-time WebSocket endpoint.
 
 Pure functions: ids, metadata and timestamps in, the documented JSON shape out (a ``dict``, ready
-for :func:`encode`), or ``bytes`` for the legacy binary protocol. The simulator, the tests and the
+for :func:`encode`), or ``bytes`` for the legacy binary protocols. The simulator, the tests and the
 event docs use them, so every shape here follows the Recall docs (see
 ``docs/protocols/recall.md``)::
 
@@ -34,8 +34,8 @@ import orjson
 __all__ = [
     "BotIdentity", "Frame", "ParticipantAction", "encode", "participant", "timestamp",
     "participant_event", "chat_message", "Word", "words_at", "transcript", "provider_data",
-    "audio_mixed", "audio_separate", "video_png", "video_h264", "legacy_header", "legacy_audio",
-    "legacy_video", "tone_pcm", "silence_pcm", "png_image", "SAMPLE_RATE",
+    "audio_mixed", "audio_separate", "video_png", "video_h264", "legacy_header",
+    "legacy_video_header", "legacy_audio", "legacy_video", "tone_pcm", "silence_pcm", "png_image", "SAMPLE_RATE",
 ]  # fmt: skip
 
 Frame = dict[str, Any]
@@ -126,12 +126,15 @@ def participant(
     id: int | None,
     name: str | None,
     *,
-    is_host: bool = False,
+    is_host: bool | None = False,
     platform: str | None = "desktop",
     email: str | None = None,
-    extra_data: dict[str, Any] | None = None,
+    extra_data: Any = None,
 ) -> Frame:
-    """A Recall participant object (ids are integers, unique within the meeting)."""
+    """A Recall participant object (ids are integers, unique within the meeting).
+
+    ``extra_data`` may be any JSON value (``None`` sends ``{}``; set the key on the result to send null).
+    """
     return {
         "id": id,
         "name": name,
@@ -239,18 +242,32 @@ def video_h264(
     return frame
 
 
-# --- legacy raw-audio protocol -------------------------------------------------------------------
+# --- legacy binary protocols (audio, video) -------------------------------------------------------
+#
+# As Recall's legacy pages show them (docs/protocols/recall.md, section 6): one stream per
+# connection, a JSON header first, then binary frames, every integer u32 little-endian.
 
 
-def legacy_header(bot_id: str, recording_id: str, *, separate_streams: bool = False, offset: float = 0.0) -> Frame:
-    """The first (text) frame of the legacy protocol; ``offset`` is seconds since ``in_call_recording``."""
-    return {
-        "protocol_version": 1,
-        "bot_id": bot_id,
-        "recording_id": recording_id,
-        "separate_streams": separate_streams,
-        "offset": offset,
-    }
+def legacy_header(
+    bot_id: str, recording_id: str | None, *, separate_streams: bool = False, offset: float | None = 0.0
+) -> Frame:
+    """The first (text) frame of a legacy audio connection; ``offset`` is seconds since ``in_call_recording``.
+
+    Some versions send no ``recording_id`` (the separate-streams page shows none) or no ``offset``:
+    pass ``None`` to leave either out.
+    """
+    header: Frame = {"protocol_version": 1, "bot_id": bot_id}
+    if recording_id is not None:
+        header["recording_id"] = recording_id
+    header["separate_streams"] = separate_streams
+    if offset is not None:
+        header["offset"] = offset
+    return header
+
+
+def legacy_video_header(bot_id: str) -> Frame:
+    """The first (text) frame of a legacy video connection: ``{"protocol_version": 1, "bot_id"}``, nothing else."""
+    return {"protocol_version": 1, "bot_id": bot_id}
 
 
 def legacy_audio(pcm: bytes, participant_id: int | None = None) -> bytes:
@@ -259,7 +276,8 @@ def legacy_audio(pcm: bytes, participant_id: int | None = None) -> bytes:
 
 
 def legacy_video(participant_id: int, timestamp_ms: int, png: bytes) -> bytes:
-    """A legacy binary video frame: participant id, millisecond timestamp (u32 LE each), PNG bytes."""
+    """A legacy binary video frame: participant id, then milliseconds since the video started (u32
+    LE each), then the PNG bytes."""
     return struct.pack("<II", participant_id, timestamp_ms) + png
 
 

@@ -117,6 +117,8 @@ class SimulatedBot:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.rejected_status: int | None = None
+        #: The legacy video connections :func:`run_meeting` opened for this bot's meeting.
+        self.video_streams: list[SimulatedBot] = []
         self._ws: ClientConnection | None = None
         self._ready = asyncio.Event()  # set while connected, or once there is no going on
         self._done = asyncio.Event()  # set once the connection is over for good
@@ -315,10 +317,20 @@ class SimulatedBot:
     async def video_h264(self, who: Frame, h264: bytes, at: float | None = None, stream: Literal["webcam", "screenshare"] = "webcam") -> None:
         await self.send(frames.video_h264(self.identity, who, h264, self._at(at), stream))
 
-    async def legacy_header(self, *, separate_streams: bool = False, offset: float = 0.0) -> None:
-        header = frames.legacy_header(self.identity.bot_id, self.identity.recording_id,
+    async def legacy_header(
+        self, *, separate_streams: bool = False, offset: float | None = 0.0, recording_id: bool | None = None
+    ) -> None:
+        """The header of a legacy audio connection. ``recording_id``: whether it names the recording;
+        by default as Recall's pages show it (the combined-streams header does, the separate-streams
+        one does not)."""
+        with_recording = not separate_streams if recording_id is None else recording_id
+        header = frames.legacy_header(self.identity.bot_id, self.identity.recording_id if with_recording else None,
                                       separate_streams=separate_streams, offset=offset)  # fmt: skip
         await self.send(header, kind="legacy.header")
+
+    async def legacy_video_header(self) -> None:
+        """The header of a legacy video connection (one connection per video stream)."""
+        await self.send(frames.legacy_video_header(self.identity.bot_id), kind="legacy.header")
 
     async def legacy_audio(self, pcm: bytes, participant_id: int | None = None) -> None:
         await self.send(frames.legacy_audio(pcm, participant_id), kind="legacy.audio")
@@ -401,7 +413,10 @@ async def run_meeting(bot: SimulatedBot, options: MeetingOptions | None = None) 
     out every ``chunk_ms`` (the speaker's tone, others' empty "silent" buffers in separate mode), and
     PNG frames at 2 fps per participant with ``video``; everyone leaves at the end. Times in frames
     are the meeting clock; with ``realtime`` the sends are paced to the wall clock, else sent as
-    fast as the socket takes them. ``legacy`` plays the old raw-audio protocol (header + binary).
+    fast as the socket takes them. ``legacy`` plays the old binary protocols: the audio header and
+    PCM frames on ``bot``, and, with ``video``, one more connection per participant's video stream
+    (as Recall opens them: the video header, then participant id + millisecond timestamp + PNG
+    frames), listed in ``bot.video_streams`` and closed with it.
     """
     o = options or MeetingOptions()
     rng = random.Random(o.seed)
@@ -416,9 +431,13 @@ async def run_meeting(bot: SimulatedBot, options: MeetingOptions | None = None) 
     loop = asyncio.get_running_loop()
     start = loop.time()
     ident = bot.identity
+    video_streams: list[SimulatedBot] = []
     try:
         if o.legacy:
-            await bot.legacy_header(separate_streams=o.audio == "separate")
+            if o.audio != "none":
+                await bot.legacy_header(separate_streams=o.audio == "separate")
+            if o.video:
+                video_streams = await _open_video_streams(bot, len(people))
         else:
             for who in people:
                 await bot.send(frames.participant_event(ident, "join", who, 0.0))
@@ -437,7 +456,7 @@ async def run_meeting(bot: SimulatedBot, options: MeetingOptions | None = None) 
             if o.video and tick % video_every == 0:
                 for i, who in enumerate(people):
                     if o.legacy:
-                        await bot.legacy_video(who["id"], int(at * 1000), png)
+                        await video_streams[i].legacy_video(who["id"], round(at * 1000), png)
                     else:
                         await bot.send(frames.video_png(ident, who, png, at))
         if not o.legacy:
@@ -447,8 +466,21 @@ async def run_meeting(bot: SimulatedBot, options: MeetingOptions | None = None) 
             for who in people:
                 await bot.send(frames.participant_event(ident, "leave", who, end))
     finally:
+        for stream in bot.video_streams:
+            await stream.close()
         await bot.close()
     return bot
+
+
+async def _open_video_streams(bot: SimulatedBot, count: int) -> list[SimulatedBot]:
+    """``count`` legacy video connections of ``bot``'s meeting, each with its header sent."""
+    for _ in range(count):
+        stream = SimulatedBot(bot.url, identity=bot.identity, retry=bot.retry, open_timeout=bot.open_timeout,
+                              compression=bot.compression, signing_secret=bot.signing_secret)  # fmt: skip
+        bot.video_streams.append(stream)  # before connecting: closed with the meeting even if this fails
+        await stream.connect()
+        await stream.legacy_video_header()
+    return bot.video_streams
 
 
 async def _send_audio(bot: SimulatedBot, o: MeetingOptions, people: Sequence[Frame], speaking: int | None, tick: int, at: float) -> None:
@@ -486,7 +518,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio", choices=("none", "mixed", "separate"), default="separate", help="audio buffers to send (default separate)")
     parser.add_argument("--video", action="store_true", help="send PNG frames, 2 fps per participant")
     parser.add_argument("--rate", type=float, default=2.0, help="text events (speech, transcripts, chat) per second per bot (default 2)")
-    parser.add_argument("--legacy", action="store_true", help="speak the legacy raw-audio protocol (header + binary PCM)")
+    parser.add_argument("--legacy", action="store_true", help="speak the legacy binary protocols (header + PCM; with --video, one more connection per video stream)")
     parser.add_argument("--retry-interval", type=float, default=RECALL_RETRY.interval_s, help="seconds between retries (Recall: 3)")
     parser.add_argument("--fast", action="store_true", help="do not pace to the wall clock: send as fast as the socket takes it")
     parser.add_argument("--signing-secret-file", type=Path, help="file holding a whsec_ secret: sign each handshake as Recall does")
@@ -525,7 +557,8 @@ async def run(args: argparse.Namespace) -> int:
             f"{bot.bytes_sent / 1e6:.2f}", str(bot.connects), str(bot.drops), close,
         )  # fmt: skip
     console.print(table)
-    total = sum(b.frames_sent for b in bots)
+    every = [c for b in bots for c in (b, *b.video_streams)]  # legacy video streams are connections of their own
+    total = sum(c.frames_sent for c in every)
     console.print(f"{total} frames, {total / took:.0f} frames/s; by kind: "
-                  + ", ".join(f"{k}={v}" for k, v in sorted(sum((b.sent for b in bots), Counter()).items())))  # fmt: skip
+                  + ", ".join(f"{k}={v}" for k, v in sorted(sum((c.sent for c in every), Counter()).items())))  # fmt: skip
     return 1 if failures else 0

@@ -8,6 +8,7 @@ import base64
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 
+import orjson
 import pytest
 from websockets.asyncio.server import Request, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -153,15 +154,39 @@ async def test_scripted_meeting(endpoint: Endpoint, audio: simulator.AudioMode, 
 async def test_legacy_meeting(endpoint: Endpoint) -> None:
     options = MeetingOptions(duration_s=1.0, participants=2, audio="separate", video=True, realtime=False, legacy=True)
     bot = await run_meeting(SimulatedBot(endpoint.url), options)
-    await endpoint.wait(lambda: len(endpoint.connections[0]) == bot.frames_sent)
+    # The audio connection, then one video connection per participant (Recall's legacy video opens
+    # one connection per video stream).
+    assert len(bot.video_streams) == 2
+    await endpoint.wait(lambda: len(endpoint.connections) == 3 and [len(c) for c in endpoint.connections]
+                        == [b.frames_sent for b in (bot, *bot.video_streams)])  # fmt: skip
     received = endpoint.connections[0]
     assert isinstance(received[0], str) and all(isinstance(f, bytes) for f in received[1:])
+    # The separate-streams header as Recall's page shows it: no recording id, so the bot id keys the session.
+    assert orjson.loads(received[0]) == {"protocol_version": 1, "bot_id": bot.identity.bot_id, "separate_streams": True, "offset": 0.0}
     events = endpoint.events()
     audio = [e for e in events if e.type == "audio.chunk"]
     assert len(audio) == 50 and {e.participant.id for e in audio} == {"100"}  # one speaker; silence is not sent
     assert [e.time.relative for e in audio] == [round(i * 0.02, 2) for i in range(50)]
-    assert sum(e.type == "video.frame" for e in events) == 2 * 2
-    assert bot.sent["legacy.header"] == 1
+    assert {e.session.id for e in audio} == {bot.identity.bot_id}
+    assert all(e.type == "audio.chunk" for e in events) and bot.sent["legacy.header"] == 1
+    for i, stream in enumerate(bot.video_streams, start=1):
+        header, *media = endpoint.connections[i]
+        assert orjson.loads(header) == {"protocol_version": 1, "bot_id": bot.identity.bot_id}
+        assert media and all(isinstance(f, bytes) and f[8:16] == b"\x89PNG\r\n\x1a\n" for f in media)
+        video = endpoint.events(i)
+        assert [e.type for e in video] == ["video.frame"] * 2  # 2 fps for 1 s
+        assert {e.participant.id for e in video} == {str(99 + i)} and [e.time.relative for e in video] == [0.0, 0.5]
+        assert {e.session.id for e in video} == {bot.identity.bot_id}
+        assert (stream.sent["legacy.header"], stream.sent["legacy.video"]) == (1, 2)
+
+
+async def test_legacy_video_only_meeting(endpoint: Endpoint) -> None:
+    options = MeetingOptions(duration_s=0.5, participants=1, audio="none", video=True, realtime=False, legacy=True)
+    bot = await run_meeting(SimulatedBot(endpoint.url), options)
+    await endpoint.wait(lambda: len(endpoint.connections) == 2 and len(endpoint.connections[1]) == 2)
+    assert endpoint.connections[0] == [] and bot.frames_sent == 0  # no audio: the audio connection stays silent
+    [frame] = endpoint.events(1)
+    assert frame.type == "video.frame" and frame.participant.id == "100"
 
 
 async def test_reconnects_after_server_drop_and_resumes(endpoint: Endpoint) -> None:
