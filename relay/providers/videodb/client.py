@@ -40,12 +40,13 @@ from relay.core.metrics import RelayMetrics
 from relay.providers.videodb.config import ResolvedCollection, VideoDBSettings
 from relay.errors import AuthRejected, FrameRejected, UpstreamError
 from relay.providers.videodb.jobs import JobBinder, call, job_label, wanted_jobs
-from relay.providers.videodb.parse import RtStreamInfo, parse_frame, parse_hello, session_for
+from relay.providers.videodb.dedupe import SegmentDedupe, segment_key
+from relay.providers.videodb.parse import RtStreamInfo, parse_frame, parse_hello, parse_transcript_record, session_for
 from relay.providers.videodb.registry import RtStreamRegistry
 from relay.providers.videodb.retry import JobRetryPolicy
 from relay.providers.videodb.store import JobStore
 from relay.core.publisher import EventPublisher
-from relay.schema import EventTime, Source, StreamError, StreamErrorEvent
+from relay.schema import EventBase, EventTime, Source, StreamError, StreamErrorEvent, TranscriptEvent
 
 __all__ = ["VideoDBCollectionClient", "raise_if_cancelling"]
 
@@ -90,6 +91,9 @@ class VideoDBCollectionClient:
         self._retry = JobRetryPolicy(settings.job_retry_initial_s, settings.job_retry_max_s, settings.job_failures_reported)
         self._sessions: dict[str, str] = {}  # rtstream id -> capture session id
         self._bound: set[tuple[str, str]] = set()  # (rtstream, job) bound to the current connection
+        self._dedupe = SegmentDedupe()  # final transcript segments published (socket and backfill)
+        self._last_start: dict[str, datetime] = {}  # rtstream -> start of the last final segment seen
+        self._transcribed: set[str] = set()  # rtstreams whose transcript was bound in this client's life
         self._logged_reasons: set[str] = set()  # frame rejection reasons logged on this connection
         self._nudged = asyncio.Event()
         self.connection_id: str | None = None
@@ -129,7 +133,8 @@ class VideoDBCollectionClient:
                     log.info("videodb %s: connected (connection %s)", target, self.connection_id)
                     await self.sync()
                     raise_if_cancelling()
-                    if down_since is not None:
+                    if down_since is not None:  # a reconnect: fetch back what the socket missed
+                        await self._backfill()
                         self._metrics.upstream_gap_seconds.labels(PROVIDER).observe(time.monotonic() - down_since)
                         down_since = None
                     backoff.reset()
@@ -195,7 +200,7 @@ class VideoDBCollectionClient:
         self._metrics.frames_received.labels(PROVIDER).inc()
         self._metrics.bytes_received.labels(PROVIDER).inc(len(message))
         try:
-            event = parse_frame(message, received=datetime.now(timezone.utc), sessions=self._sessions)
+            event = parse_frame(message, received=datetime.now(timezone.utc), sessions=self._sessions, collection=self.collection.id)
         except FrameRejected as exc:
             self._metrics.frames_rejected.labels(PROVIDER, exc.reason).inc()
             # Once per reason per socket at warning level: a broken upstream must not flood the log.
@@ -203,7 +208,60 @@ class VideoDBCollectionClient:
             self._logged_reasons.add(exc.reason)
             log.log(level, "videodb %s: frame rejected (%s)", self.collection.id, exc)  # reason (field): no content
             return
-        await self._publisher.publish(event, received_ns=received_ns)
+        if self._first_time(event):
+            await self._publisher.publish(event, received_ns=received_ns)
+
+    def _first_time(self, event: EventBase) -> bool:
+        """False for a final transcript segment already published; remembers the last one seen."""
+        if not isinstance(event, TranscriptEvent) or not event.payload.is_final or event.session.stream_id is None:
+            return True
+        rts, p = event.session.stream_id, event.payload
+        if not self._dedupe.first(segment_key(rts, p.start_time, p.end_time, p.text)):
+            return False
+        if p.start_time is not None and (rts not in self._last_start or p.start_time > self._last_start[rts]):
+            self._last_start[rts] = p.start_time
+        return True
+
+    async def _backfill(self) -> None:
+        """After a reconnect: publish the final transcript segments the socket missed, fetched with
+        ``GET /rtstream/{id}/transcription?since=<start of the last segment seen>`` and deduplicated
+        against what the socket delivered (:mod:`~relay.providers.videodb.dedupe`)."""
+        max_pages = self._settings.backfill_max_pages
+        for rts in sorted(self._transcribed):
+            if not max_pages or (rts, "transcript") not in self._bound:
+                continue
+            since = self._last_start.get(rts)
+            published = 0
+            for page in range(1, max_pages + 1):
+                params: dict[str, str | int | float] = {"page": page, "page_size": 100}
+                if since is not None:
+                    params["since"] = since.timestamp()
+                try:
+                    data = await call(self._http, "GET", f"/rtstream/{rts}/transcription", params=params)
+                except AuthRejected:
+                    raise
+                except UpstreamError as exc:
+                    raise_if_cancelling()
+                    self._metrics.upstream_errors.labels(PROVIDER, f"backfill_{exc.reason}").inc()
+                    log.warning("videodb %s: cannot fetch the missed transcript of %s (%s)", self.collection.id, rts, exc.reason)
+                    break
+                records = data.get("transcription_records")
+                if not isinstance(records, list):
+                    self._metrics.frames_rejected.labels(PROVIDER, "invalid_field").inc()
+                    break
+                for record in records:
+                    try:
+                        event = parse_transcript_record(record, rts, received=datetime.now(timezone.utc), sessions=self._sessions)
+                    except FrameRejected as exc:
+                        self._metrics.frames_rejected.labels(PROVIDER, exc.reason).inc()
+                        continue
+                    if self._first_time(event):
+                        await self._publisher.publish(event)
+                        published += 1
+                if data.get("next_page") is not True:
+                    break
+            if published:
+                log.info("videodb %s: %d transcript segments of %s fetched back after the gap", self.collection.id, published, rts)
 
     async def _sync_loop(self) -> None:
         while True:
@@ -236,6 +294,10 @@ class VideoDBCollectionClient:
         wanted = {(rts, job) for rts, info in streams.items() for job in wanted_jobs(info, self._settings)}
         self._bound.intersection_update(wanted)
         self._retry.retain(wanted)
+        self._dedupe.retain(streams)
+        self._transcribed.intersection_update(streams)
+        for gone in [rts for rts in self._last_start if rts not in streams]:
+            del self._last_start[gone]
         for rts, info in streams.items():
             for job in wanted_jobs(info, self._settings):
                 if (rts, job) in self._bound:
@@ -270,6 +332,8 @@ class VideoDBCollectionClient:
             return
         self._retry.succeeded(key)
         self._bound.add(key)
+        if job == "transcript":
+            self._transcribed.add(stream.rtstream_id)
         self._metrics.videodb_jobs_bound.labels(label, "ok").inc()
         log.info("videodb %s: %s of %s bound to %s", self.collection.id, job, stream.rtstream_id, conn)
 

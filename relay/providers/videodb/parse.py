@@ -64,6 +64,7 @@ __all__ = [
     "parse_bool",
     "parse_frame",
     "parse_hello",
+    "parse_transcript_record",
     "parse_webhook",
 ]
 
@@ -234,24 +235,54 @@ def session_for(rtstream_id: str, rtstream_name: str | None, sessions: Mapping[s
     return SessionRef(id=sessions.get(rtstream_id, rtstream_id), stream_id=rtstream_id, stream_name=rtstream_name)
 
 
+#: Fields VideoDB's own apps send at the top level of a frame instead of under ``data``.
+_TOP_LEVEL_DATA: Final = ("text", "is_final", "start", "end", "label", "event_label", "triggered", "confidence", "timestamp")
+#: The channel, under any of the names seen (``channel``; ``type`` or ``event_type`` in VideoDB's apps).
+_CHANNEL_KEYS: Final = ("channel", "type", "event_type")
+
+
+def _channel_of(frame: Mapping[str, Any]) -> str | None:
+    """The frame's channel (``None`` for a lifecycle frame that names none); FrameRejected if unusable."""
+    for key in _CHANNEL_KEYS:
+        value = frame.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise FrameRejected("invalid_field", key)
+        if key != "channel" and value.startswith("capture_session."):
+            return "capture_session"  # a lifecycle event name under "type"/"event_type"
+        return value
+    event = frame.get("event")
+    if isinstance(event, str) and event.startswith("capture_session."):
+        return "capture_session"  # a lifecycle frame without any channel
+    if frame.get("capture_session_id") is not None and frame.get("status") is not None:
+        return "capture_session"
+    return None
+
+
 def parse_frame(
     raw: str | bytes | Mapping[str, Any],
     *,
     received: datetime,
     sessions: Mapping[str, str] | None = None,
+    collection: str | None = None,
 ) -> EventBase:
     """One socket event frame -> one relay event.
 
+    Tolerated, as VideoDB's own apps send them (``docs/protocols/videodb.md``, section 5): the
+    channel under ``type`` or ``event_type``; ``text`` (and the other data fields) at the top
+    level; lifecycle frames without a channel; frames without ``rtstream_id``, attributed to
+    the collection (``session.id`` = ``collection``) when one is given.
+
     :param received: when the relay read the frame (UTC); goes into ``time.received``.
     :param sessions: rtstream id -> capture session id, from the ``capture_session.active`` webhooks.
+    :param collection: the collection whose socket delivered the frame.
     """
     frame = _load_object(raw)
     sessions = sessions or {}
-    channel = frame.get("channel")
+    channel = _channel_of(frame)
     if channel is None:
         raise FrameRejected("missing_field", "channel")
-    if not isinstance(channel, str) or not channel:
-        raise FrameRejected("invalid_field", "channel")
     data = frame.get("data", {})
     if data is None:
         data = {}
@@ -261,9 +292,15 @@ def parse_frame(
     if channel == "capture_session":
         return _capture_session_frame(frame, data, received, sessions)
 
-    rtstream_id = _required_str(frame, "rtstream_id", "rtstream_id")
+    lifted = {key: frame[key] for key in _TOP_LEVEL_DATA if key in frame and key not in data}
+    if lifted:
+        data = {**data, **lifted}
     name = _str(frame.get("rtstream_name"))
-    session = session_for(rtstream_id, name, sessions)
+    if frame.get("rtstream_id") is None and collection is not None:
+        session = SessionRef(id=collection, stream_name=name)
+    else:
+        rtstream_id = _required_str(frame, "rtstream_id", "rtstream_id")
+        session = session_for(rtstream_id, name, sessions)
 
     try:
         if channel == "transcript":
@@ -292,45 +329,60 @@ def parse_frame(
         raise FrameRejected("invalid_field", _schema_field(exc)) from None
 
 
-def _text(data: Mapping[str, Any]) -> str:
+def _text(data: Mapping[str, Any], prefix: str = "data.") -> str:
     text = data.get("text")
     if text is None:
-        raise FrameRejected("missing_field", "data.text")
+        raise FrameRejected("missing_field", f"{prefix}text")
     if not isinstance(text, str):
-        raise FrameRejected("invalid_field", "data.text")
+        raise FrameRejected("invalid_field", f"{prefix}text")
     return text
 
 
-def _transcript(session: SessionRef, data: Mapping[str, Any], received: datetime) -> TranscriptEvent:
-    is_final = parse_bool(data.get("is_final", False))
-    start = epoch_to_datetime(data.get("start"), "data.start")
-    end = epoch_to_datetime(data.get("end"), "data.end")
+def _transcript(session: SessionRef, data: Mapping[str, Any], received: datetime, prefix: str = "data.") -> TranscriptEvent:
+    is_final = parse_bool(data.get("is_final", False), f"{prefix}is_final")
+    start = epoch_to_datetime(data.get("start"), f"{prefix}start")
+    end = epoch_to_datetime(data.get("end"), f"{prefix}end")
     return TranscriptEvent(
         source=Source.VIDEODB,
         type="transcript.final" if is_final else "transcript.partial",
         session=session,
         time=EventTime(received=received, absolute=start),
-        payload=Transcript(text=_text(data), is_final=is_final, start_time=start, end_time=end),
+        payload=Transcript(text=_text(data, prefix), is_final=is_final, start_time=start, end_time=end),
     )
 
 
-def _alert(session: SessionRef, data: Mapping[str, Any], received: datetime) -> AlertEvent:
-    label = _required_str(data, "label", "data.label")
+def _alert(session: SessionRef, data: Mapping[str, Any], received: datetime, prefix: str = "data.") -> AlertEvent:
+    """Both published alert shapes: ``{label, triggered, confidence, start, end}`` and
+    ``{event_label, timestamp, text}`` (``docs/protocols/videodb.md``, section 5); callbacks add
+    ``start_time``/``end_time``."""
+    if data.get("label") is not None:
+        label = _required_str(data, "label", f"{prefix}label")
+    elif data.get("event_label") is not None:
+        label = _required_str(data, "event_label", f"{prefix}event_label")
+    else:
+        raise FrameRejected("missing_field", f"{prefix}label")
     confidence = data.get("confidence")
     if confidence is not None:
         if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not math.isfinite(confidence):
-            raise FrameRejected("invalid_field", "data.confidence")
-    start = epoch_to_datetime(data.get("start"), "data.start")
+            raise FrameRejected("invalid_field", f"{prefix}confidence")
+
+    def first_time(*keys: str) -> datetime | None:
+        for key in keys:
+            if data.get(key) is not None:
+                return epoch_to_datetime(data.get(key), f"{prefix}{key}")
+        return None
+
+    start = first_time("start", "start_time", "timestamp")
     return AlertEvent(
         source=Source.VIDEODB,
         session=session,
         time=EventTime(received=received, absolute=start),
         payload=Alert(
             label=label,
-            triggered=parse_bool(data.get("triggered", True), "data.triggered"),
+            triggered=parse_bool(data.get("triggered", True), f"{prefix}triggered"),
             confidence=None if confidence is None else float(confidence),
             start=start,
-            end=epoch_to_datetime(data.get("end"), "data.end"),
+            end=first_time("end", "end_time"),
         ),
     )
 
@@ -351,6 +403,8 @@ def _capture_session_frame(
         return _str(frame.get(key)) or _str(data.get(key))
 
     event, status = pick("event"), pick("status")
+    if event is None:  # the lifecycle event named under "type" / "event_type" (VideoDB's apps)
+        event = next((v for v in (pick("type"), pick("event_type")) if v and v.startswith("capture_session.")), None)
     status = _status_of(event, status)
     if status is None:  # neither a status nor an event to read it from
         raise FrameRejected("missing_field", "status")
@@ -367,6 +421,24 @@ def _capture_session_frame(
         time=EventTime(received=received),
         payload=SessionStatus(status=status, detail=detail),
     )
+
+
+def parse_transcript_record(
+    record: Any, rtstream_id: str, *, received: datetime, sessions: Mapping[str, str] | None = None
+) -> TranscriptEvent:
+    """One record of ``GET /rtstream/{id}/transcription`` (``data.transcription_records[]``:
+    ``{start, end, text, word_timestamps}``, times in epoch seconds) -> a ``transcript.final``.
+
+    Source: VideoDB API reference, "Get RTStream Transcription"
+    (docs.videodb.io/api-reference/rtstream/transcription/get_rtstream_transcription).
+    """
+    if not isinstance(record, Mapping):
+        raise FrameRejected("invalid_field", "transcription_records[]")
+    session = session_for(rtstream_id, None, sessions or {})
+    try:
+        return _transcript(session, {**record, "is_final": True}, received, "transcription_records[].")
+    except ValidationError as exc:
+        raise FrameRejected("invalid_field", _schema_field(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from relay.providers.videodb.parse import (
     epoch_to_datetime,
     parse_frame,
     parse_hello,
+    parse_transcript_record,
     parse_webhook,
 )
 from relay.schema import AlertEvent, GenericEvent, IndexEvent, SessionStatusEvent, TranscriptEvent, parse_event
@@ -262,3 +263,85 @@ def test_parse_frame_on_arbitrary_bytes(raw) -> None:
         parse_frame(raw, received=NOW)
     except FrameRejected as exc:
         assert exc.reason in REJECT_REASONS
+
+
+# --- shapes VideoDB's own apps send (docs/protocols/videodb.md, section 5) -----------------------
+# The listener of VideoDB's capture guide (video-db/claude-code, plugins/skills/videodb/skills/python/
+# CAPTURE.md, "Setting Up a WebSocket Listener") reads msg["channel"] and msg["data"]["text"];
+# the second alert shape ({event_label, timestamp, text}) is the one VideoDB's real-time context page
+# publishes beside {label, triggered, confidence, start, end} (docs.videodb.io/pages/ingest/
+# capture-sdks/realtime-context).
+ALERT_LABELLED = {"channel": "alert", "rtstream_id": "rts-xxx",
+                  "data": {"event_label": "sensitive_content", "timestamp": 1710000045100, "text": "A password is visible"}}  # fmt: skip
+
+
+def test_alert_with_event_label_and_timestamp() -> None:
+    event = roundtrip(parse_frame(ALERT_LABELLED, received=NOW))
+    assert isinstance(event, AlertEvent)
+    assert event.payload.label == "sensitive_content" and event.payload.triggered
+    assert event.payload.start == ms(1710000045100) and event.time.absolute == ms(1710000045100)
+
+
+@pytest.mark.parametrize("key", ["type", "event_type"])
+def test_channel_under_type_or_event_type(key) -> None:
+    frame = {key: "transcript", "rtstream_id": "rts-xxx", "data": TRANSCRIPT["data"]}
+    event = parse_frame(frame, received=NOW)
+    assert event.type == "transcript.final" and event.payload.text == TRANSCRIPT["data"]["text"]
+
+
+def test_text_at_the_top_level() -> None:
+    frame = {"channel": "visual_index", "rtstream_id": "rts-xxx", "text": "A code editor", "start": 1710000012340}
+    event = parse_frame(frame, received=NOW)
+    assert isinstance(event, IndexEvent) and event.payload.text == "A code editor"
+    assert event.payload.start == ms(1710000012340)
+    both = {**TRANSCRIPT, "text": "ignored: data wins"}
+    assert parse_frame(both, received=NOW).payload.text == TRANSCRIPT["data"]["text"]
+
+
+def test_no_rtstream_id_is_attributed_to_the_collection() -> None:
+    frame = {"channel": "audio_index", "data": AUDIO["data"]}
+    event = roundtrip(parse_frame(frame, received=NOW, collection="team-b"))
+    assert event.session.id == "team-b" and event.session.stream_id is None
+    with pytest.raises(FrameRejected) as err:  # without a collection to attribute it to: refused
+        parse_frame(frame, received=NOW)
+    assert (err.value.reason, err.value.detail) == ("missing_field", "rtstream_id")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"event": "capture_session.stopping", "capture_session_id": "cap-1", "status": "stopping", "data": {}},
+        {"type": "capture_session.stopping", "capture_session_id": "cap-1"},
+        {"capture_session_id": "cap-1", "status": "stopping"},
+    ],
+)
+def test_lifecycle_frames_without_a_channel(frame) -> None:
+    event = roundtrip(parse_frame(frame, received=NOW))
+    assert isinstance(event, SessionStatusEvent)
+    assert event.session.id == "cap-1" and event.payload.status == "stopping"
+
+
+# --- GET /rtstream/{id}/transcription records (VideoDB API reference, "Get RTStream Transcription":
+# {"success": true, "data": {"transcription_records": [{"start": 1700000000, "end": 1700000005,
+# "text": "transcribed text", "word_timestamps": [{}]}], "next_page": false, ...}}) ---------------
+def test_transcription_record_from_the_api_reference() -> None:
+    record = {"start": 1700000000, "end": 1700000005, "text": "transcribed text", "word_timestamps": [{}]}
+    event = roundtrip(parse_transcript_record(record, "rts-12345", received=NOW, sessions={"rts-12345": "cap-1"}))
+    assert isinstance(event, TranscriptEvent) and event.type == "transcript.final"
+    assert event.session.id == "cap-1" and event.session.stream_id == "rts-12345"
+    assert event.payload.start_time == datetime.fromtimestamp(1700000000, tz=timezone.utc)
+    assert event.payload.end_time == datetime.fromtimestamp(1700000005, tz=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    "record,reason,detail",
+    [
+        ([], "invalid_field", "transcription_records[]"),
+        ({"start": 1700000000}, "missing_field", "transcription_records[].text"),
+        ({"text": "x", "start": "noon"}, "invalid_field", "transcription_records[].start"),
+    ],
+)
+def test_malformed_transcription_records(record, reason, detail) -> None:
+    with pytest.raises(FrameRejected) as err:
+        parse_transcript_record(record, "rts-1", received=NOW)
+    assert (err.value.reason, err.value.detail) == (reason, detail)

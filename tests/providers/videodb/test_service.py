@@ -7,6 +7,8 @@ deduplicated and signed, and one collection's socket is held by one process at a
 
 from __future__ import annotations
 
+import pytest
+
 from relay.providers.videodb.webhooks import sign
 from relay.schema import AlertEvent, GenericEvent, IndexEvent, SessionStatusEvent, TranscriptEvent
 
@@ -130,15 +132,18 @@ async def test_malformed_frames_are_counted_not_fatal(videodb_emulator, redis_ur
         await activate(emu, relay)
         assert await emu.send_raw("not json at all")
         assert await emu.send_raw(b"\xff\xfe binary junk")
-        assert await emu.send_raw({"channel": "transcript", "data": {"text": "no rtstream"}})
+        assert await emu.send_raw({"channel": "transcript", "data": {}})
         assert await emu.send_raw({"channel": "transcript", "rtstream_id": "rts-1", "data": {"text": "x", "is_final": "perhaps"}})
+        # Accepted, as VideoDB's own apps send them: no rtstream_id (the collection's), text on top.
+        assert await emu.send_raw({"type": "transcript", "text": "no rtstream", "is_final": True})
         assert await emu.emit("rts-1", "transcript", transcript("still here"))
-        got = await events.wait_for(1)
-        assert [e.payload.text for e in got] == ["still here"]
+        got = await events.wait_for(2)
+        assert [e.payload.text for e in got] == ["no rtstream", "still here"]
+        assert got[0].session.id == "default" and got[0].session.stream_id is None
         m = relay.metrics
         assert sample(m, "relay_frames_rejected_total", source="videodb", reason="invalid_json") == 1
         assert sample(m, "relay_frames_rejected_total", source="videodb", reason="invalid_utf8") == 1
-        assert sample(m, "relay_frames_rejected_total", source="videodb", reason="missing_field") == 1  # rtstream_id
+        assert sample(m, "relay_frames_rejected_total", source="videodb", reason="missing_field") == 1  # data.text
         assert sample(m, "relay_frames_rejected_total", source="videodb", reason="invalid_field") == 1  # data.is_final
         assert emu.connects == 1  # the socket survived
 
@@ -385,3 +390,35 @@ async def test_a_takeover_stops_what_the_previous_holder_started(videodb_emulato
         await emu.wait_until(lambda: len(emu.bindings) >= 2 * len(JOBS) and all(emu.is_live_bound(r, j) for r, j in JOBS))
         assert len([i for i in emu.live_indexes("rts-1") if i.job == "audio_index"]) == 1
         assert len(emu.live_indexes("rts-3")) == 1
+
+
+async def test_a_socket_gap_is_fetched_back_and_every_segment_arrives_once(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    finals = collect("relay:events:videodb:*:transcript.final")
+    settings = settings_for(emu, audio_index=False, visual_index=False, alerts=[])
+    async with running_service(settings, redis_url) as relay:
+        assert await emu.post_webhook(relay.webhook_url, ACTIVE) == [200]
+        first = await emu.wait_bound("rts-1", "transcript")
+        before = await emu.speak("rts-1", 1.0, every_ms=250)  # delivered on the socket
+        await finals.wait_for(len(before))
+
+        emu.fail_url(503)  # no new socket until the gap is over
+        assert await emu.drop() == 1
+        gap = await emu.speak("rts-1", 5.0, every_ms=250)  # 5 s of speech nobody hears live
+        assert len(gap) == 20 and not emu.is_live_bound("rts-1", "transcript")
+        emu.fail_url(None)
+        await emu.wait_until(lambda: emu.is_live_bound("rts-1", "transcript") and emu.bound_to("rts-1", "transcript") != first)
+        after = await emu.speak("rts-1", 1.0, every_ms=250)
+        marker = await emu.speak("rts-1", 0.25, every_ms=250, prefix="marker")
+        said = [s.text for s in before + gap + after + marker]
+        got = await finals.wait_for(len(said))
+        # The marker is the last segment spoken; anything published twice would be published before it.
+        await wait_until(lambda: any(e.payload.text == marker[0].text for e in finals.events))
+        texts = [e.payload.text for e in finals.events]
+        assert sorted(texts) == sorted(said), "every segment exactly once"
+        assert [e.payload.text for e in got[len(before):len(before) + len(gap)]] == [s.text for s in gap]  # fetched back in order
+        backfilled = got[len(before)]
+        assert backfilled.session.id == "cap-1" and backfilled.session.stream_id == "rts-1"
+        assert backfilled.payload.start_time.timestamp() * 1000 == pytest.approx(gap[0].start_ms)
+        since = [p for m, p in emu.requests if m == "GET" and p == "/rtstream/rts-1/transcription"]
+        assert len(since) == 1
