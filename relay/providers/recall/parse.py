@@ -584,7 +584,7 @@ class RecallParser:
     def __init__(self) -> None:
         self._session: _Known = _NOBODY  # (SessionRef, its JSON fields) of the last frame that named one
         self._session_key: tuple[Any, Any, Any] | None = None
-        self._participants: dict[Any, tuple[object, _Known]] = {}  # id -> (raw object or _LEGACY, participant)
+        self._participants: dict[Any, tuple[object, _Known]] = {}  # id -> (its JSON bytes or _LEGACY, participant)
         self._legacy: tuple[str, float] | None = None  # (_MIXED | _SEPARATE | _VIDEO, offset) once a header came
         self._legacy_samples: dict[int | None, int] = {}  # legacy PCM bytes seen per stream, for timing
         # The fast path's memory of envelopes and participants the checked path accepted, by their
@@ -752,14 +752,19 @@ class RecallParser:
         if type(raw) is not dict:
             raise FrameRejected("invalid_field", field)
         pid = raw.get("id")
-        cached = self._participants.get(pid) if type(pid) in (int, str) else None
-        if cached is not None and cached[0] == raw:
+        if type(pid) not in (int, str):
+            return _build_participant(raw)
+        # Compared as JSON bytes, not with ``==``, which takes ``true`` for ``1`` and ``1`` for
+        # ``1.0``: a participant whose ``extra_data`` or ``is_host`` changes so must be built anew
+        # (and checked anew: ``"is_host": 1`` is an error however alike it is to ``true``).
+        blob = orjson.dumps(raw)
+        cached = self._participants.get(pid)
+        if cached is not None and cached[0] == blob:
             return cached[1]
         participant = _build_participant(raw)
-        if type(pid) in (int, str):
-            if len(self._participants) >= _MAX_CACHED_PARTICIPANTS:
-                self._participants.clear()
-            self._participants[pid] = (raw, participant)
+        if len(self._participants) >= _MAX_CACHED_PARTICIPANTS:
+            self._participants.clear()
+        self._participants[pid] = (blob, participant)
         return participant
 
     def _participant_event(self, name: str, inner: dict[str, Any], session: _Known, received: datetime) -> EventRecord:

@@ -137,6 +137,22 @@ def test_null_extra_data_is_host_and_bot_keep_the_event() -> None:
     assert feed_one(frame("participant_events.join", {"participant": who, "timestamp": TIMESTAMP, "data": None})).participant.extra == {}
 
 
+def test_a_participant_that_changes_only_in_json_type_is_built_anew() -> None:
+    """The participant cache must not take ``true`` for ``1`` (Python's ``==`` does): each frame
+    publishes its own values, and decides its own errors, whatever came before on the connection."""
+    parser = RecallParser()
+    for extra_data in (1, True, 1.0, {"a": 1}, {"a": True}, [0], [False]):
+        who = {**RECALL_PARTICIPANT, "extra_data": extra_data}
+        for kind, data, artifact in (
+            ("participant_events.join", {"participant": who, "timestamp": TIMESTAMP, "data": None}, "participant_events"),
+            ("transcript.data", {"words": WORDS, "participant": who}, "transcript"),
+        ):
+            extra = feed_one(frame(kind, data, artifact), parser).participant.extra
+            assert orjson.dumps(extra) == orjson.dumps(extra_data), (kind, extra_data)
+    host_one = {**RECALL_PARTICIPANT, "is_host": 1}
+    assert reason(orjson.dumps(frame("participant_events.join", {"participant": host_one, "timestamp": TIMESTAMP})).decode(), parser) == "invalid_field"
+
+
 def test_chat_message() -> None:
     event = feed_one(frame("participant_events.chat_message", {
         "participant": RECALL_PARTICIPANT, "timestamp": TIMESTAMP, "data": {"text": "see you at 3", "to": "everyone"},
