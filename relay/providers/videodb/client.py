@@ -39,7 +39,7 @@ from relay.core.backoff import Backoff
 from relay.core.metrics import RelayMetrics
 from relay.providers.videodb.config import ResolvedCollection, VideoDBSettings
 from relay.errors import AuthRejected, FrameRejected, UpstreamError
-from relay.providers.videodb.jobs import JobBinder, call, job_label, wanted_jobs
+from relay.providers.videodb.jobs import JobBinder, call, fetch_capture_session, job_label, wanted_jobs
 from relay.providers.videodb.dedupe import SegmentDedupe, segment_key
 from relay.providers.videodb.parse import RtStreamInfo, parse_frame, parse_hello, parse_transcript_record, session_for
 from relay.providers.videodb.registry import RtStreamRegistry
@@ -94,6 +94,7 @@ class VideoDBCollectionClient:
         self._dedupe = SegmentDedupe()  # final transcript segments published (socket and backfill)
         self._last_start: dict[str, datetime] = {}  # rtstream -> start of the last final segment seen
         self._transcribed: set[str] = set()  # rtstreams whose transcript was bound in this client's life
+        self._refreshed = False  # the registry's sessions were fetched from VideoDB once at start
         self._logged_reasons: set[str] = set()  # frame rejection reasons logged on this connection
         self._nudged = asyncio.Event()
         self.connection_id: str | None = None
@@ -107,6 +108,7 @@ class VideoDBCollectionClient:
     async def run(self) -> None:
         """Connect and serve until cancelled; returns only when VideoDB rejects the key."""
         s = self._settings
+        self._refreshed = False  # each hold of the lease starts by refreshing the sessions it inherits
         backoff = Backoff(s.backoff_initial_s, s.backoff_max_s)
         down_since: float | None = None
         target = self.collection.id
@@ -290,6 +292,9 @@ class VideoDBCollectionClient:
             self._metrics.redis_errors.labels("videodb_registry").inc()
             log.warning("videodb %s: cannot read the rtstream registry; retrying", self.collection.id)
             return
+        if not self._refreshed:
+            self._refreshed = True
+            streams = await self._refresh_sessions(streams)
         self._sessions = {rts: info.capture_session_id for rts, info in streams.items()}
         wanted = {(rts, job) for rts, info in streams.items() for job in wanted_jobs(info, self._settings)}
         self._bound.intersection_update(wanted)
@@ -306,6 +311,33 @@ class VideoDBCollectionClient:
                     continue  # an alert lives on this connection's visual index: after it
                 if self._retry.due((rts, job), time.monotonic()):
                     await self._bind(info, job, conn)
+
+    async def _refresh_sessions(self, streams: dict[str, RtStreamInfo]) -> dict[str, RtStreamInfo]:
+        """At start, for the sessions already active: fetch each capture session from VideoDB
+        (``GET /collection/{c}/capture/session/{id}``) rather than trust the webhook's rtstreams;
+        an ended session is forgotten. A failed fetch keeps what the registry has."""
+        for cap in sorted({info.capture_session_id for info in streams.values()}):
+            try:
+                async with asyncio.timeout(self._settings.http_timeout_s * 2):
+                    status, fetched = await fetch_capture_session(self._http, self.collection.id, cap)
+                    if status in ("stopped", "exported", "failed"):
+                        await self._registry.remove_session(cap)
+                        log.info("videodb %s: capture session %s has %s; its rtstreams are forgotten", self.collection.id, cap, status)
+                    elif fetched:
+                        await self._registry.add(fetched)
+            except AuthRejected:
+                raise
+            except (UpstreamError, RedisError, TimeoutError) as exc:
+                raise_if_cancelling()
+                reason = exc.reason if isinstance(exc, UpstreamError) else "redis"
+                self._metrics.upstream_errors.labels(PROVIDER, f"session_{reason}").inc()
+                log.warning("videodb %s: cannot refresh capture session %s (%s)", self.collection.id, cap, reason)
+        try:
+            async with asyncio.timeout(self._settings.http_timeout_s):
+                return await self._registry.all()
+        except (RedisError, TimeoutError):
+            raise_if_cancelling()
+            return streams
 
     async def _bind(self, stream: RtStreamInfo, job: str, conn: str) -> None:
         """Bind one job; a failure is counted, logged and retried with backoff (AuthRejected propagates)."""

@@ -41,10 +41,10 @@ import httpx
 from relay.core.metrics import RelayMetrics
 from relay.errors import AuthRejected, UpstreamError
 from relay.providers.videodb.config import VideoDBSettings
-from relay.providers.videodb.parse import RtStreamInfo
+from relay.providers.videodb.parse import RtStreamInfo, parse_capture_session
 from relay.providers.videodb.store import JobStore
 
-__all__ = ["JobBinder", "Refused", "call", "job_label", "wanted_jobs"]
+__all__ = ["JobBinder", "Refused", "call", "fetch_capture_session", "job_label", "wanted_jobs"]
 
 log = logging.getLogger("relay.videodb.jobs")
 
@@ -90,6 +90,16 @@ async def call(
         raise UpstreamError("http_body")
     data = body.get("data")
     return data if isinstance(data, dict) else {}
+
+
+async def fetch_capture_session(
+    http: httpx.AsyncClient, collection_id: str, capture_session_id: str
+) -> tuple[str | None, tuple[RtStreamInfo, ...]]:
+    """``GET /collection/{c}/capture/session/{id}`` (the SDK's ``get_capture_session``): its status
+    and rtstreams. Raises like :func:`call`."""
+    data = await call(http, "GET", f"/collection/{collection_id}/capture/session/{capture_session_id}")
+    inner = data.get("data")
+    return parse_capture_session(inner if isinstance(inner, dict) else data, capture_session_id)
 
 
 def wanted_jobs(stream: RtStreamInfo, settings: VideoDBSettings) -> list[str]:

@@ -30,6 +30,7 @@ reasons (:data:`relay.errors.REJECT_REASONS`: ``invalid_json``, ``not_an_object`
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,10 +59,13 @@ from relay.schema import (
 )
 
 __all__ = [
+    "Callback",
     "RtStreamInfo",
     "Webhook",
     "epoch_to_datetime",
     "parse_bool",
+    "parse_callback",
+    "parse_capture_session",
     "parse_frame",
     "parse_hello",
     "parse_transcript_record",
@@ -110,6 +114,15 @@ class Webhook:
     def dedupe_key(self) -> str:
         """capture_session_id + event + timestamp: identical for every redelivery of one event."""
         return f"{self.capture_session_id}|{self.event}|{self.timestamp}"
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """A transcript or alert callback on the webhook URL: the event to publish, and a dedupe key
+    (the body's SHA-256: callbacks carry no delivery id either)."""
+
+    dedupe_key: str
+    published: EventBase
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,3 +521,115 @@ def parse_webhook(raw: str | bytes | Mapping[str, Any], *, received: datetime) -
         rtstreams=tuple(rtstreams) if event == "capture_session.active" or status == "active" else (),
         published=published,
     )
+
+
+def _lenient_time(value: Any) -> datetime | None:
+    """Epoch seconds/milliseconds or an ISO 8601 string; anything else is no time (never an error)."""
+    iso = _parse_iso(value)
+    if iso is not None:
+        return iso
+    try:
+        return epoch_to_datetime(value)
+    except FrameRejected:
+        return None
+
+
+def parse_callback(
+    raw: str | bytes | Mapping[str, Any],
+    *,
+    received: datetime,
+    collection: str,
+    sessions: Mapping[str, str] | None = None,
+) -> Webhook | Callback:
+    """Whatever VideoDB POSTs to the callback URL (``docs/protocols/videodb.md``, section 6).
+
+    * a capture-session lifecycle webhook (``event``, ``capture_session_id``) -> :func:`parse_webhook`
+      (malformed: FrameRejected, answered 400);
+    * a transcript callback (``{"type": "transcript", ...}``) -> a transcript event, read like a
+      socket frame (unreadable: a ``generic`` event with the body, never refused);
+    * an alert callback (``{event_id, label, confidence, explanation, timestamp, start_time,
+      end_time, stream_url, player_url}``) -> an ``alert`` event (times read leniently);
+    * any other JSON object -> a ``generic`` event (``provider_type`` ``callback``), so nothing
+      VideoDB sends is refused or lost.
+
+    Events without an rtstream are attributed to ``collection``.
+    """
+    body = _load_object(raw)
+    if isinstance(raw, str):
+        raw_bytes = raw.encode()
+    elif isinstance(raw, (bytes, bytearray, memoryview)):
+        raw_bytes = bytes(raw)
+    else:
+        raw_bytes = orjson.dumps(dict(body), option=orjson.OPT_SORT_KEYS)
+    key = hashlib.sha256(raw_bytes).hexdigest()
+    kind = next((body[k] for k in _CHANNEL_KEYS if isinstance(body.get(k), str)), None)
+    if body.get("event") is not None or (body.get("capture_session_id") is not None and kind is None and "event_id" not in body):
+        return parse_webhook(body, received=received)
+    sessions = sessions or {}
+    rts = _str(body.get("rtstream_id"))
+    session = session_for(rts, _str(body.get("rtstream_name")), sessions) if rts else SessionRef(id=collection)
+    event: EventBase
+    try:
+        if kind == "transcript":
+            event = parse_frame(body, received=received, sessions=sessions, collection=collection)
+        elif kind == "alert" or "event_id" in body or body.get("label") is not None or body.get("event_label") is not None:
+            data = body.get("data") if isinstance(body.get("data"), Mapping) else body
+            assert isinstance(data, Mapping)
+            label = _str(data.get("label")) or _str(data.get("event_label")) or _str(data.get("event_id")) or "alert"
+            value = data.get("confidence")
+            confidence = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+            start = _lenient_time(data.get("start_time")) or _lenient_time(data.get("start")) or _lenient_time(data.get("timestamp"))
+            event = AlertEvent(
+                source=Source.VIDEODB,
+                session=session,
+                time=EventTime(received=received, absolute=start),
+                payload=Alert(
+                    label=label,
+                    triggered=True,
+                    confidence=confidence,
+                    start=start,
+                    end=_lenient_time(data.get("end_time")) or _lenient_time(data.get("end")),
+                ),
+            )
+        else:
+            raise FrameRejected("invalid_field", "type")
+    except (FrameRejected, ValidationError):
+        event = GenericEvent(
+            source=Source.VIDEODB,
+            session=session,
+            time=EventTime(received=received),
+            payload=Generic(provider_type=f"callback.{kind}" if kind else "callback", data=dict(body)),
+        )
+    return Callback(dedupe_key=key, published=event)
+
+
+def _media_of(item: Mapping[str, Any]) -> tuple[str, ...]:
+    media = item.get("media_types")
+    if isinstance(media, list):
+        return tuple(m for m in media if isinstance(m, str))
+    hint = (_str(item.get("channel_id")) or _str(item.get("name")) or "").lower()
+    if hint.startswith(("mic", "system_audio", "audio")):
+        return ("audio",)
+    if hint.startswith(("screen", "display", "camera", "video")):
+        return ("video",)
+    return ()
+
+
+def parse_capture_session(data: Mapping[str, Any], capture_session_id: str) -> tuple[str | None, tuple[RtStreamInfo, ...]]:
+    """``GET /collection/{c}/capture/session/{id}``'s ``data`` -> (status, rtstreams).
+
+    The rtstreams as the SDK reads them (``videodb/client.py``, ``get_capture_session``): each with
+    ``rtstream_id`` (or ``id``), ``name``, and ``media_types`` or, failing that, a ``channel_id``
+    (``mic``, ``system_audio``: audio; ``screen``: video). Unreadable entries are skipped.
+    """
+    out = []
+    items = data.get("rtstreams")
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, Mapping):
+            continue
+        rts = _str(item.get("rtstream_id")) or _str(item.get("id"))
+        if rts is None:
+            continue
+        out.append(RtStreamInfo(rtstream_id=rts, name=_str(item.get("name")), media_types=_media_of(item),
+                                capture_session_id=capture_session_id))  # fmt: skip
+    return _str(data.get("status")), tuple(out)

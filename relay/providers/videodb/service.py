@@ -27,7 +27,9 @@ from starlette.routing import BaseRoute
 from relay.core.metrics import RelayMetrics
 from relay.providers.videodb.client import VideoDBCollectionClient, raise_if_cancelling
 from relay.providers.videodb.config import ResolvedCollection, VideoDBSettings
+from relay.providers.videodb.jobs import fetch_capture_session
 from relay.providers.videodb.lease import Lease
+from relay.providers.videodb.parse import RtStreamInfo
 from relay.providers.videodb.registry import RtStreamRegistry
 from relay.providers.videodb.store import JobStore
 from relay.providers.videodb.webhooks import WebhookReceiver
@@ -174,7 +176,8 @@ class VideoDBService:
             self._http[collection.id] = http
             registries[collection.id] = registry
             self._runners[collection.id] = _CollectionRunner(collection, settings, client, lease, metrics)
-        self._webhooks = WebhookReceiver(settings, publisher, metrics, redis, registries, self._on_active, key_prefix)
+        self._webhooks = WebhookReceiver(settings, publisher, metrics, redis, registries, self._on_active, key_prefix,
+                                         fetch_session=self._fetch_session)  # fmt: skip
         self._started = False
 
     @property
@@ -194,6 +197,9 @@ class VideoDBService:
 
     def client(self, collection_id: str) -> VideoDBCollectionClient:
         return self._runners[collection_id].client
+
+    async def _fetch_session(self, collection_id: str, capture_session_id: str) -> tuple[str | None, tuple[RtStreamInfo, ...]]:
+        return await fetch_capture_session(self._http[collection_id], collection_id, capture_session_id)
 
     def _on_active(self, collection_id: str) -> None:
         # Only the holder binds; another process' holder picks the rtstreams up from the registry.

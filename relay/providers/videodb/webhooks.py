@@ -42,13 +42,17 @@ from starlette.routing import BaseRoute, Route
 from relay.core.metrics import RelayMetrics
 from relay.errors import FrameRejected
 from relay.providers.videodb.config import VideoDBSettings
-from relay.providers.videodb.parse import Webhook, parse_webhook
+from relay.errors import UpstreamError
+from relay.providers.videodb.parse import Callback, RtStreamInfo, Webhook, parse_callback
 from relay.providers.videodb.registry import RtStreamRegistry
 from relay.core.publisher import EventPublisher
 
 __all__ = ["WebhookReceiver", "sign"]
 
 log = logging.getLogger("relay.videodb.webhooks")
+
+#: ``(collection id, capture session id) -> (status, rtstreams)`` from VideoDB.
+SessionFetcher = Callable[[str, str], Awaitable[tuple[str | None, tuple[RtStreamInfo, ...]]]]
 
 #: Statuses after which a capture session's rtstreams carry no more real-time work.
 _ENDED = frozenset({"stopped", "exported", "failed"})
@@ -71,7 +75,9 @@ class WebhookReceiver:
         registries: Mapping[str, RtStreamRegistry],
         on_active: Callable[[str], Awaitable[None] | None],
         key_prefix: str = "relay",
+        fetch_session: SessionFetcher | None = None,
     ) -> None:
+        self._fetch_session = fetch_session
         self._settings = settings
         self._publisher = publisher
         self._metrics = metrics
@@ -80,7 +86,7 @@ class WebhookReceiver:
         self._on_active = on_active
         self._key_prefix = key_prefix
         self._default = next(iter(registries), None)
-        self._queue: asyncio.Queue[tuple[str, Webhook]] = asyncio.Queue(maxsize=settings.webhook_queue_max)
+        self._queue: asyncio.Queue[tuple[str, Webhook | Callback]] = asyncio.Queue(maxsize=settings.webhook_queue_max)
         self._task: asyncio.Task[None] | None = None
         secret = settings.webhook_secret
         self._secret = secret.get_secret_value().encode() if secret is not None else None
@@ -138,7 +144,7 @@ class WebhookReceiver:
             log.warning("videodb webhook: bad or missing signature from %s", request.client.host if request.client else "?")
             return self._reject("bad_signature", 401)
         try:
-            hook = parse_webhook(body, received=datetime.now(timezone.utc))
+            hook = parse_callback(body, received=datetime.now(timezone.utc), collection=collection)
         except FrameRejected as exc:
             log.warning("videodb webhook: malformed body (%s)", exc)
             self._metrics.frames_rejected.labels("videodb", exc.reason).inc()
@@ -165,15 +171,34 @@ class WebhookReceiver:
             try:
                 await self._process(collection, hook)
             except Exception:  # one bad delivery must not stop the worker
-                log.exception("videodb webhook: processing %s failed", hook.event)
+                log.exception("videodb webhook: processing %s failed", hook.event if isinstance(hook, Webhook) else "a callback")
             finally:
                 self._queue.task_done()
 
-    def _dedupe_key(self, hook: Webhook) -> str:
+    def _dedupe_key(self, hook: Webhook | Callback) -> str:
         digest = hashlib.sha256(hook.dedupe_key.encode()).hexdigest()
         return f"{self._key_prefix}:videodb:webhook:{digest}"
 
-    async def _process(self, collection: str, hook: Webhook) -> None:
+    async def _rtstreams(self, collection: str, hook: Webhook) -> tuple[RtStreamInfo, ...]:
+        """An active session's rtstreams: fetched from VideoDB (``GET .../capture/session/{id}``, as
+        VideoDB's quickstarts do), else (the fetch failed or listed none) the webhook's own."""
+        if self._fetch_session is None:
+            return hook.rtstreams
+        try:
+            async with asyncio.timeout(self._settings.http_timeout_s):
+                _, fetched = await self._fetch_session(collection, hook.capture_session_id)
+        except (UpstreamError, TimeoutError) as exc:
+            reason = exc.reason if isinstance(exc, UpstreamError) else "http_timeout"
+            self._metrics.upstream_errors.labels("videodb", f"session_{reason}").inc()
+            log.warning("videodb webhook: cannot fetch capture session %s (%s); using the webhook's rtstreams",
+                        hook.capture_session_id, reason)  # fmt: skip
+            return hook.rtstreams
+        if not fetched:
+            return hook.rtstreams
+        known = {s.rtstream_id for s in fetched}
+        return fetched + tuple(s for s in hook.rtstreams if s.rtstream_id not in known)
+
+    async def _process(self, collection: str, hook: Webhook | Callback) -> None:
         key = self._dedupe_key(hook)
         timeout = self._settings.http_timeout_s  # a partitioned Redis must not stall the queue
         try:
@@ -181,16 +206,21 @@ class WebhookReceiver:
                 first = await self._redis.set(key, b"1", nx=True, ex=self._settings.webhook_dedupe_ttl_s)
         except (RedisError, TimeoutError):
             self._metrics.redis_errors.labels("videodb_webhook_dedupe").inc()
-            log.warning("videodb webhook: cannot dedupe %s (Redis); processing it anyway", hook.event)
+            what = hook.event if isinstance(hook, Webhook) else "a callback"
+            log.warning("videodb webhook: cannot dedupe %s (Redis); processing it anyway", what)
             first = True
         if not first:
             self._metrics.videodb_webhooks.labels("duplicate").inc()
             return
+        if isinstance(hook, Callback):
+            await self._publisher.publish(hook.published)
+            return
         registry = self._registries[collection]
+        streams = await self._rtstreams(collection, hook) if hook.status == "active" else ()
         try:
             async with asyncio.timeout(timeout):
-                if hook.rtstreams:
-                    await registry.add(hook.rtstreams)
+                if streams:
+                    await registry.add(streams)
                 elif hook.status in _ENDED:
                     await registry.remove_session(hook.capture_session_id)
         except (RedisError, TimeoutError):
@@ -203,7 +233,7 @@ class WebhookReceiver:
             except (RedisError, TimeoutError):
                 pass
         else:
-            if hook.rtstreams:
+            if streams:
                 result = self._on_active(collection)
                 if result is not None:
                     await result

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from relay.errors import REJECT_REASONS, FrameRejected
 from relay.providers.videodb.parse import (
     epoch_to_datetime,
+    parse_callback,
+    parse_capture_session,
     parse_frame,
     parse_hello,
     parse_transcript_record,
@@ -246,7 +248,9 @@ def test_parse_frame_raises_only_frame_error(frame) -> None:
         raw = orjson.dumps(frame)
     except (TypeError, orjson.JSONEncodeError):
         return
-    for parse in (lambda: parse_frame(raw, received=NOW), lambda: parse_webhook(raw, received=NOW), lambda: parse_hello(raw)):
+    parsers = (lambda: parse_frame(raw, received=NOW), lambda: parse_webhook(raw, received=NOW), lambda: parse_hello(raw),
+               lambda: parse_callback(raw, received=NOW, collection="default"))  # fmt: skip
+    for parse in parsers:
         try:
             result = parse()
         except FrameRejected as exc:
@@ -345,3 +349,30 @@ def test_malformed_transcription_records(record, reason, detail) -> None:
     with pytest.raises(FrameRejected) as err:
         parse_transcript_record(record, "rts-1", received=NOW)
     assert (err.value.reason, err.value.detail) == (reason, detail)
+
+
+# --- the capture session as GET /collection/{c}/capture/session/{id} answers it (the SDK's
+# get_capture_session reads data.rtstreams[] with rtstream_id or id, name, channel_id) ------------
+def test_capture_session_rtstreams_with_or_without_media_types() -> None:
+    data = {"id": "cap-1", "status": "active", "rtstreams": [
+        {"rtstream_id": "rts-1", "name": "mic:default", "media_types": ["audio"]},
+        {"id": "rts-2", "name": "system_audio:default", "channel_id": "system_audio"},
+        {"rtstream_id": "rts-3", "name": "display:1", "channel_id": "screen"},
+        {"name": "no id"}, "junk"]}  # fmt: skip
+    status, streams = parse_capture_session(data, "cap-1")
+    assert status == "active"
+    assert [(s.rtstream_id, s.has_audio, s.has_video, s.capture_session_id) for s in streams] == [
+        ("rts-1", True, False, "cap-1"), ("rts-2", True, False, "cap-1"), ("rts-3", False, True, "cap-1")]  # fmt: skip
+
+
+def test_callbacks_are_classified_and_lifecycle_webhooks_still_checked() -> None:
+    hook = parse_callback(ACTIVE, received=NOW, collection="default")
+    assert hook.dedupe_key == "cap-xxx|capture_session.active|2026-01-20T12:34:56Z"
+    alert = parse_callback(b'{"event_id": "e-1", "label": "pii", "timestamp": "soon"}', received=NOW, collection="c")
+    assert alert.published.type == "alert" and alert.published.payload.start is None  # an unreadable time: no time
+    again = parse_callback(b'{"event_id": "e-1", "label": "pii", "timestamp": "soon"}', received=NOW, collection="c")
+    assert again.dedupe_key == alert.dedupe_key
+    unreadable = parse_callback({"type": "transcript", "data": {"text": 5}}, received=NOW, collection="c")
+    assert unreadable.published.type == "generic" and unreadable.published.payload.provider_type == "callback.transcript"
+    with pytest.raises(FrameRejected):
+        parse_callback(b'{"event": "capture_session.active"}', received=NOW, collection="c")

@@ -7,6 +7,7 @@ deduplicated and signed, and one collection's socket is held by one process at a
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from relay.providers.videodb.webhooks import sign
@@ -422,3 +423,58 @@ async def test_a_socket_gap_is_fetched_back_and_every_segment_arrives_once(video
         assert backfilled.payload.start_time.timestamp() * 1000 == pytest.approx(gap[0].start_ms)
         since = [p for m, p in emu.requests if m == "GET" and p == "/rtstream/rts-1/transcription"]
         assert len(since) == 1
+
+
+async def test_an_active_session_is_fetched_rather_than_trusted(videodb_emulator, redis_url, redis_client) -> None:
+    emu = videodb_emulator
+    # VideoDB knows both rtstreams; the webhook (as delivered) lists only the microphone.
+    emu.add_capture_session("cap-1", ACTIVE["data"]["rtstreams"])
+    partial = {**ACTIVE, "data": {"rtstreams": [ACTIVE["data"]["rtstreams"][0]]}}
+    async with running_service(settings_for(emu), redis_url) as relay:
+        assert await emu.post_webhook(relay.webhook_url, partial) == [200]
+        for rtstream, job in JOBS:
+            await emu.wait_bound(rtstream, job)
+    assert ("GET", "/collection/default/capture/session/cap-1") in emu.requests
+
+
+async def test_at_start_the_sessions_already_active_are_fetched(videodb_emulator, redis_url, redis_client) -> None:
+    emu = videodb_emulator
+    registry = "relay:videodb:default:rtstreams"
+    # Left in Redis by an earlier holder: one session VideoDB has since stopped, one still active
+    # whose rtstream the registry recorded without media types.
+    await redis_client.hset(registry, mapping={
+        "rts-1": orjson.dumps({"capture_session_id": "cap-old", "name": "mic:default", "media_types": ["audio"]}),
+        "rts-5": orjson.dumps({"capture_session_id": "cap-2", "name": "mic:default", "media_types": []}),
+    })  # fmt: skip
+    emu.add_capture_session("cap-old", [ACTIVE["data"]["rtstreams"][0]], status="stopped")
+    emu.add_capture_session("cap-2", [{"rtstream_id": "rts-5", "name": "mic:default", "channel_id": "mic"}])
+    async with running_service(settings_for(emu), redis_url):
+        await emu.wait_bound("rts-5", "transcript")
+        assert await redis_client.hkeys(registry) == [b"rts-5"]
+        assert not emu.is_live_bound("rts-1", "transcript")
+
+
+async def test_transcript_and_alert_callbacks_are_published_never_refused(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    events = collect("relay:events:videodb:*")
+    transcript_cb = {"type": "transcript", "rtstream_id": "rts-1", "data": {"text": "by callback", "is_final": True,
+                                                                             "start": 1710000001234, "end": 1710000002345}}  # fmt: skip
+    alert_cb = {"event_id": "event-1", "label": "sensitive_content", "confidence": 0.87, "explanation": "A password field",
+                "timestamp": "2026-01-20T12:35:00Z", "start_time": 1768912500, "end_time": 1768912504,
+                "stream_url": "https://stream.videodb.io/x.m3u8", "player_url": "https://console.videodb.io/player?x"}  # fmt: skip
+    odd_cb = {"type": "something_new", "value": [1, 2]}
+    async with running_service(settings_for(emu), redis_url) as relay:
+        assert await emu.post_webhook(relay.webhook_url, transcript_cb, times=2) == [200, 200]  # at least once
+        assert await emu.post_webhook(relay.webhook_url, alert_cb) == [200]
+        assert await emu.post_webhook(relay.webhook_url, odd_cb) == [200]
+        assert await emu.post_webhook(relay.webhook_url, b"{not json") == [400]
+        got = await events.wait_for(3)
+        await wait_until(lambda: sample(relay.metrics, "relay_videodb_webhooks_total", outcome="duplicate") == 1)
+    by_type = {e.type: e for e in got}
+    assert by_type["transcript.final"].payload.text == "by callback"
+    alert = by_type["alert"]
+    assert alert.payload.label == "sensitive_content" and alert.payload.confidence == pytest.approx(0.87)
+    assert alert.session.id == "default"  # no rtstream: the collection's
+    assert alert.payload.start.timestamp() == 1768912500 and alert.payload.end.timestamp() == 1768912504
+    assert by_type["generic"].payload.provider_type == "callback.something_new"
+    assert len(events.events) == 3
