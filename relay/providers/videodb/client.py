@@ -10,10 +10,16 @@
                                                            (registry) to this connection id
 
 * A fresh URL before **every** connect (VideoDB's URLs are temporary).
-* After every connect the configured jobs of every live rtstream are bound **again** to the new
-  ``connection_id``: VideoDB delivers a job's events only to the socket it was started with, so
-  without this the events silently stop. New rtstreams (from webhooks, possibly on another replica)
-  are picked up from the registry every ``sync_interval_s`` or at once after :meth:`nudge`.
+* After every connect the configured jobs of every live rtstream are bound to the new
+  ``connection_id`` (VideoDB delivers a job's events only to the socket it was started with),
+  each index **replacing** its predecessor, which is stopped first
+  (:mod:`~relay.providers.videodb.jobs`). Failed jobs are retried per rtstream and job with
+  backoff (:mod:`~relay.providers.videodb.retry`) and reported if they keep failing. New
+  rtstreams (from webhooks, possibly on another replica) are picked up from the registry every
+  ``sync_interval_s`` or at once after :meth:`nudge`; on taking the lease the client first fetches
+  the capture sessions the registry holds.
+* After a **reconnect** the transcript segments the socket missed are fetched back over REST and
+  published, deduplicated against the socket (:mod:`~relay.providers.videodb.dedupe`).
 * The gap from a drop until the new socket is re-bound is observed in ``relay_upstream_gap_seconds``.
 * 401/403 (from the URL endpoint or a job start) stop this collection: error log, metric
   ``relay_upstream_errors_total{reason="auth"}``; everything else is retried with backoff.

@@ -1,24 +1,32 @@
-"""``POST /videodb/webhook``: VideoDB's capture-session lifecycle webhooks (at-least-once).
+"""``POST /videodb/webhook``: everything VideoDB POSTs to the callback URL (at least once).
 
-The endpoint does only the cheap, synchronous part and answers at once:
+Capture-session lifecycle webhooks, transcript callbacks and alert callbacks
+(``docs/protocols/videodb.md``, section 6). The endpoint does only the cheap, synchronous part and
+answers at once:
 
-1. body size limit (413), optional **signature** check (401), parse (400 when malformed);
+1. body size limit (413); the **token** (401); the optional signature of a signing proxy (401);
+   parse (:func:`~relay.providers.videodb.parse.parse_callback`: 400 only for a lifecycle webhook
+   that cannot be read; callbacks are never refused);
 2. hand the delivery to a bounded queue and answer **200**; a full queue answers 503 so VideoDB
    delivers again later instead of the relay buffering without bound.
 
 A worker task then, per delivery:
 
-3. **deduplicates** across replicas with ``SET <prefix>:videodb:webhook:<sha256(capture_session_id |
-   event | timestamp)> 1 NX EX <ttl>``: only the first replica to see a delivery processes it (if
-   Redis cannot answer, the delivery is processed anyway: a duplicate beats a loss);
-4. on ``capture_session.active`` records the rtstreams in the registry and calls ``on_active`` (the
-   lease holder binds the jobs); on ``stopped``/``exported``/``failed`` forgets them;
-5. publishes the ``session.status`` event.
+3. **deduplicates** across replicas with ``SET <prefix>:videodb:webhook:<sha256(key)> 1 NX EX
+   <ttl>``, key = ``capture_session_id | event | timestamp`` for lifecycle webhooks, the body's
+   SHA-256 for callbacks: only the first replica to see a delivery processes it (if Redis cannot
+   answer, the delivery is processed anyway: a duplicate beats a loss);
+4. on ``capture_session.active`` **fetches the session** from VideoDB (``GET
+   /collection/{c}/capture/session/{id}``; the webhook's ``data.rtstreams`` if that fails), records
+   its rtstreams in the registry and calls ``on_active`` (the lease holder binds the jobs); on
+   ``stopped``/``exported``/``failed`` forgets them;
+5. publishes the ``session.status`` event (or the callback's transcript, alert or generic event).
 
-**Signature** (VideoDB's own header is unconfirmed, so this is a shared-secret scheme of ours):
-when ``webhook_secret`` is set, the header named by ``webhook_signature_header`` (default
-``X-VideoDB-Signature``) must carry the hex HMAC-SHA256 of the raw body under that secret,
-optionally prefixed ``sha256=``; it is compared in constant time.
+**Authentication.** VideoDB does not sign callbacks. With ``webhook_token`` set, the callback URL
+given to VideoDB carries ``?token=<it>`` and every delivery must too (compared in constant time;
+the URL is never logged). ``webhook_secret`` is only for a signing proxy in front of the relay:
+the header named by ``webhook_signature_header`` (default ``X-VideoDB-Signature``) must then carry
+the hex HMAC-SHA256 of the raw body, optionally prefixed ``sha256=``.
 
 A relay serving several collections routes by path: ``POST /videodb/webhook/<collection id>``;
 the bare path means the first configured collection.
