@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -49,7 +49,7 @@ __all__ = ["JobBinder", "Refused", "call", "fetch_capture_session", "job_label",
 log = logging.getLogger("relay.videodb.jobs")
 
 #: The SDK's ``SceneExtractionType`` of each index job.
-EXTRACTION_TYPE = {"audio_index": "transcript", "visual_index": "time"}
+EXTRACTION_TYPE: Final[dict[str, str]] = {"audio_index": "transcript", "visual_index": "time"}
 
 
 class Refused(UpstreamError):
