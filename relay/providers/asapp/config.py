@@ -12,6 +12,23 @@ Audio
     events (the bot must subscribe to them); ``"mixed"`` opens one stream per meeting from
     ``audio_mixed_raw.data`` with role ``mixed_role``. Chunks of the other kind are ignored.
 
+Byte order
+    ``byte_order`` (``"little"``, the default, or ``"big"``) is the byte order of the 16-bit samples
+    sent as ``L16``. ASAPP's page does not state it (RFC 3551's L16 is big-endian, "16-bit PCM" in
+    WAV files little-endian), so it is a setting; Recall's input is always little-endian.
+
+Speaker ids (``sender.externalId``)
+    ASAPP wants the same ``externalId`` for every interaction of one person, across meetings.
+    :meth:`AsappSettings.external_id_of` decides, first rule that applies:
+
+    1. ``external_ids``: an explicit mapping, e-mail address (any case) → id, e.g.
+       ``external_ids = {"ada@example.com" = "crm-4711"}``;
+    2. the participant's e-mail, when Recall knows it: ``email-`` and the first 32 hex digits of the
+       SHA-256 of the lower-cased address (stable for the person, and no address leaves the relay);
+    3. last resort, Recall's participant id (else the name) scoped by the meeting, so it cannot
+       collide with another meeting's: ``recall-<session id>-<participant id>``. This one is not
+       stable across meetings, which is why the two rules above come first.
+
 Roles
     A speaker is ``agent`` when ``agent_is_host`` and Recall says they host, or when their name or
     email (case-insensitive) is listed in ``agent_names`` / ``agent_emails``; everyone else is
@@ -24,6 +41,7 @@ Secrets
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -66,6 +84,10 @@ class AsappSettings(BaseModel):
     agent_is_host: bool = True
     agent_names: Annotated[list[str], NoDecode] = Field(default_factory=list)
     agent_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: ``sender.externalId`` by e-mail address (case-insensitive), before the derived ids; see the module docstring.
+    external_ids: dict[str, str] = Field(default_factory=dict)
+    #: Byte order of the L16 samples sent to ASAPP (its page does not say; see the module docstring).
+    byte_order: Literal["little", "big"] = "little"
 
     #: Largest audio frame sent, in ms of 8 kHz audio (ASAPP takes 20..100 ms).
     chunk_ms: int = Field(default=100, ge=20, le=100)
@@ -97,6 +119,16 @@ class AsappSettings(BaseModel):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (or http:// for the emulator)")
         return value.rstrip("/")
+
+    @field_validator("external_ids")
+    @classmethod
+    def _external_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        ids = {}
+        for email, external_id in value.items():
+            if not email.strip() or not external_id.strip():
+                raise ValueError("e-mail addresses and ids must not be empty")
+            ids[email.strip().lower()] = external_id.strip()
+        return ids
 
     @model_validator(mode="after")
     def _secrets(self) -> AsappSettings:
@@ -134,3 +166,14 @@ class AsappSettings(BaseModel):
         if email and email.strip().lower() in {e.lower() for e in self.agent_emails}:
             return "agent"
         return "customer"
+
+    def external_id_of(self, *, session_id: str, participant_id: str | None, name: str | None, email: str | None) -> str:
+        """ASAPP's ``sender.externalId`` for a participant: the mapping, else their e-mail, else
+        their Recall id (or name) scoped by the meeting (the module docstring has the rule)."""
+        address = email.strip().lower() if email else ""
+        if address:
+            mapped = self.external_ids.get(address)
+            if mapped is not None:
+                return mapped
+            return "email-" + hashlib.sha256(address.encode()).hexdigest()[:32]
+        return f"recall-{session_id}-{participant_id or name or 'unknown'}"

@@ -287,6 +287,26 @@ class AudioLedger:
             self._sent = resume
         return Rewind(lost, replayed)
 
+    def abandon(self, socket: SocketLedger) -> int:
+        """``socket`` ended and what it carried unconfirmed is not to be sent again (ASAPP said it
+        cannot transcribe it): forget that audio as if it were confirmed, on both ledgers, so a
+        later :meth:`rewind` of ``socket`` changes nothing.
+
+        Only sent audio is forgotten: a frame recorded on ``socket`` whose send failed (never
+        advanced) stays unsent, to go out on the next socket.
+
+        Returns:
+            The bytes ``socket`` sent that ASAPP never confirmed (kept or already out of the
+            window): never transcribed. A socket that carried nothing returns 0.
+        """
+        if not socket.carried:
+            return 0
+        end = min(socket.sent_end, self._sent)
+        abandoned = max(0, end - socket.confirmed)
+        socket.confirm(end)
+        self.confirm(end)
+        return abandoned
+
     def discard(self) -> int:
         """Forget all the audio kept, as when the stream ends; :attr:`start` and :attr:`sent` move to :attr:`end`.
 

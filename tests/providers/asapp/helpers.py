@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from relay.providers.asapp.resample import Downsampler
@@ -22,7 +24,7 @@ def chunks(pcm: bytes, size: int = CHUNK) -> list[bytes]:
     return [pcm[i : i + size] for i in range(0, len(pcm), size)]
 
 
-def expected_8k(*parts: bytes) -> bytes:
+def expected_8k(*parts: bytes, byte_order: Literal["little", "big"] = "little") -> bytes:
     """The 8 kHz audio the bridge must deliver for ``parts`` fed to one stream in CHUNK-sized buffers."""
-    ds = Downsampler()
+    ds = Downsampler(byte_order=byte_order)
     return b"".join(ds.process(c) for part in parts for c in chunks(part)) + ds.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,28 @@ def test_roles() -> None:
     assert s.role_of(name=None, email="AGENT@example.com", is_host=None) == "agent"
     assert s.role_of(name="Carol", email=None, is_host=False) == "customer"
     assert AsappSettings(agent_is_host=False).role_of(name="x", email=None, is_host=True) == "customer"
+
+
+def test_external_id_is_stable_per_person() -> None:
+    s = AsappSettings(external_ids={" Ada@Example.com ": " crm-4711 "})
+    grace = "email-" + hashlib.sha256(b"grace@example.com").hexdigest()[:32]
+    # The mapping first (any case), then the e-mail, whatever the meeting or Recall's per-meeting id.
+    assert s.external_id_of(session_id="rec_1", participant_id="1", name="Ada", email="ADA@example.com") == "crm-4711"
+    assert s.external_id_of(session_id="rec_1", participant_id="1", name="G", email="grace@example.com") == grace
+    assert s.external_id_of(session_id="rec_2", participant_id="9", name="Grace H.", email=" Grace@Example.COM") == grace
+    # Last resort: Recall's id (else the name), scoped by the meeting so two meetings never collide.
+    assert s.external_id_of(session_id="rec_1", participant_id="100", name="Bob", email=None) == "recall-rec_1-100"
+    assert s.external_id_of(session_id="rec_2", participant_id="100", name="Bob", email="") == "recall-rec_2-100"
+    assert s.external_id_of(session_id="rec_2", participant_id=None, name="Bob", email=None) == "recall-rec_2-Bob"
+    with pytest.raises(ValueError, match="empty"):
+        AsappSettings(external_ids={"ada@example.com": " "})
+
+
+def test_byte_order_and_external_ids_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert AsappSettings().byte_order == "little"
+    monkeypatch.setenv("RELAY_ASAPP_BYTE_ORDER", "big")
+    monkeypatch.setenv("RELAY_ASAPP_EXTERNAL_IDS", '{"Ada@example.com": "crm-4711"}')
+    settings = load_settings().asapp
+    assert settings.byte_order == "big" and settings.external_ids == {"ada@example.com": "crm-4711"}
+    with pytest.raises(ValueError):
+        AsappSettings(byte_order="middle")  # type: ignore[arg-type]

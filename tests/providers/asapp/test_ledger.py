@@ -168,6 +168,29 @@ def test_a_fully_confirmed_socket_replays_nothing() -> None:
     assert (ledger.start, ledger.sent, ledger.buffered) == (300, 300, 0)
 
 
+def test_abandon_forgets_what_the_socket_did_not_confirm_and_counts_it() -> None:
+    ledger, socket = AudioLedger(1000), SocketLedger()
+    fill(ledger, 500)
+    send(ledger, socket, 400)
+    socket.confirm(socket.to_global(150) or 0)
+    ledger.confirm(socket.confirmed)
+    assert ledger.abandon(socket) == 250  # sent, never confirmed: never transcribed
+    assert (ledger.start, ledger.sent, ledger.end) == (400, 400, 500)
+    assert ledger.peek(ledger.unsent) == audio_at(400, 100)  # the unsent audio goes out next
+    assert ledger.rewind(socket) == Rewind(0, 0)  # nothing of it is sent again
+
+
+def test_abandon_counts_what_already_left_the_window_and_keeps_a_failed_frame() -> None:
+    ledger, socket = AudioLedger(400), SocketLedger()
+    fill(ledger, 400)
+    send(ledger, socket, 300)
+    fill(ledger, 100)  # 100 bytes the socket carried left the window unconfirmed
+    socket.record(ledger.sent, 100)  # this frame's send failed: no advance
+    assert ledger.abandon(socket) == 300
+    assert (ledger.start, ledger.sent, ledger.unsent) == (300, 300, 200)
+    assert ledger.abandon(SocketLedger()) == 0
+
+
 def test_discard_forgets_everything_and_counts_the_unsent() -> None:
     ledger, socket = AudioLedger(1000), SocketLedger()
     fill(ledger, 300)

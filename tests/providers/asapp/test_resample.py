@@ -71,3 +71,13 @@ def test_frame_length() -> None:
     assert frame_length(321, max_bytes=1600) == 320
     assert frame_length(5000, max_bytes=1600) == 1600
     assert frame_length(1, max_bytes=1600, final=True) == 0
+
+
+@pytest.mark.parametrize("chunk", [640, 641])
+def test_big_endian_output_is_the_same_samples_byte_swapped(chunk: int) -> None:
+    src = tone(440, seconds=0.5)
+    little = downsample(src, chunk=chunk)
+    ds = Downsampler(byte_order="big")
+    big = b"".join(ds.process(src[i : i + chunk]) for i in range(0, len(src), chunk)) + ds.flush()
+    assert len(big) == len(little) and big != little
+    assert np.array_equal(np.frombuffer(big, dtype=">i2"), np.frombuffer(little, dtype="<i2"))
