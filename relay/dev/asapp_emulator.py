@@ -1,28 +1,45 @@
 """An ASAPP AutoTranscribe emulator: the REST URL endpoint and the streaming WebSocket, over real sockets.
 
-It enforces what the real service enforces (``docs/protocols/asapp.md``; its error frames and several
-status codes still differ from ASAPP's: see that note's "Known gaps in the relay"), so the bridge is tested
-against the rules rather than against a friendly echo:
+Written from ASAPP's public "AutoTranscribe via Direct Websocket" page
+(https://docs.asapp.com/autotranscribe/direct-websocket; the project's notes on it:
+``docs/protocols/asapp.md``), never from the relay's code: it imports nothing of
+``relay.providers``, so a relay bug cannot be mirrored here and pass. It is strict where the real
+service is, so the bridge is tested against the rules rather than against a friendly echo:
 
 * ``POST /autotranscribe/v1/streaming-url`` checks ``asapp-api-id``/``asapp-api-secret`` and hands
-  out a single-use, pre-signed URL that expires after ``url_ttl_s``;
-* the socket must send ``startStream`` first (audio before it: 4050), with 8 kHz (4051) L16 (4053)
-  and a supported language (4056);
-* audio must not run ahead of real time by more than ``burst_ms`` (4082), must keep coming (idle
-  ``idle_s``: 4083) and a stream lives at most ``max_stream_s`` (4090).
+  out a single-use, pre-signed URL that expires after ``url_ttl_s``; a used or expired token is
+  refused at the handshake (HTTP 403: "the requested connection will be rejected");
+* every end of a stream is a ``finalResponse`` carrying a status, then the server closes: 1000
+  after ``finishStream``, else the code of what went wrong. There is no separate error message;
+* ``startStream`` must come first: audio or another message before it is 4056 (wrong message
+  order), a second ``startStream`` too; a ``startStream`` without a valid ``sender`` (role
+  ``agent``/``customer``, an ``externalId``) or a message that is not JSON is 4040 (message format
+  incorrect); an unsupported ``language`` is 4050, ``encoding`` other than ``L16`` 4051,
+  ``samplingRate`` other than 8000 4053. A refused ``startStream`` gets no ``startResponse``;
+* an odd-length audio frame cannot be 16-bit samples: 4082 (audio decode failure);
+* no audio for ``idle_s``: 4083 (idle timeout); a stream older than ``max_stream_s``: 4090.
+
+What ASAPP recommends without giving a status code for it (real-time pace, 20-100 ms frames) is
+not refused: a frame that runs more than ``burst_ms`` ahead of real time, or is larger than
+``max_chunk_bytes``, is recorded in :attr:`AsappEmulator.violations`, for tests to assert there
+are none.
 
 Transcripts are derived deterministically from the audio: every ``transcript_ms`` of a stream's
 audio yields one final transcript whose text names the byte range it covers, and ``finishStream``
 yields one for the remainder, then ``finalResponse`` with totals. Audio covered by a transcript is
 *committed* to the speaker's :class:`SpeakerAccount` (bytes and a running SHA-256 across all of the
 speaker's streams, in order). Audio a stream received but never transcribed because the stream
-died (a drop, an error) is discarded, as a real server loses a half-heard utterance; so a client
-that replays exactly its unconfirmed audio after a reconnect ends with an account equal, byte for
-byte, to the audio it was given.
+ended otherwise (a drop, a status other than 1000) is discarded, as a real server loses a
+half-heard utterance; so a client that sends exactly its unconfirmed audio again after a
+reconnect ends with an account equal, byte for byte, to the audio it was given. Each socket's
+:class:`StreamRecord` (in :attr:`AsappEmulator.records`) keeps what it received, byte for byte
+when ``record_audio`` is on, so a test can check what was sent again on which stream.
 
 Test controls: :meth:`AsappEmulator.fail_url_requests` (401/429 with ``Retry-After``/5xx),
-:meth:`~AsappEmulator.drop`, :meth:`~AsappEmulator.send_error`, :meth:`~AsappEmulator.send_malformed`,
-and :meth:`~AsappEmulator.wait_until` to synchronize on its state.
+:meth:`~AsappEmulator.refuse_starts` (the next ``startStream`` answered by ``finalResponse`` with a
+code), :meth:`~AsappEmulator.end_streams` (``finalResponse`` with a code mid-stream, then close),
+:meth:`~AsappEmulator.drop` (close without a status), :meth:`~AsappEmulator.send_malformed`, and
+:meth:`~AsappEmulator.wait_until` to synchronize on its state.
 
 Run as a process: ``python -m relay.dev.asapp_emulator --port 8790`` (``--help`` for limits);
 ``GET /_emulator/accounts`` then shows the accounting as JSON.
@@ -68,6 +85,21 @@ class EmulatorConfig:
     max_stream_s: float = 3 * 3600.0
     transcript_ms: int = 1_000
     max_chunk_bytes: int = 1_600
+    #: Keep every byte each stream received (:attr:`StreamRecord.audio`); off for long runs.
+    record_audio: bool = False
+
+
+#: ASAPP's status codes, as its Direct WebSocket page lists them (the descriptions are the emulator's wording).
+OK = "1000"
+FORMAT_INCORRECT = "4040"
+LANGUAGE_NOT_SUPPORTED = "4050"
+ENCODING_NOT_SUPPORTED = "4051"
+SAMPLE_RATE_NOT_SUPPORTED = "4053"
+WRONG_MESSAGE_ORDER = "4056"
+AUDIO_DECODE_FAILURE = "4082"
+IDLE_TIMEOUT = "4083"
+DURATION_OVER_LIMIT = "4090"
+LANGUAGES = ("en-US", "es-US")
 
 
 @dataclass
@@ -98,10 +130,37 @@ class SpeakerAccount:
 
 
 @dataclass
+class StreamRecord:
+    """What one socket carried, kept after it closed."""
+
+    conversation: str
+    stream_id: str
+    #: ``sender.externalId`` of its ``startStream`` (None if it never started).
+    speaker: str | None = None
+    role: str | None = None
+    #: The ``startStream`` message as received (None before one came).
+    start_message: dict[str, Any] | None = None
+    received_bytes: int = 0
+    #: Bytes of this stream covered by transcripts (a prefix of what it received).
+    committed_bytes: int = 0
+    #: Every byte received, in order, when ``EmulatorConfig.record_audio`` is on.
+    audio: bytearray = field(default_factory=bytearray, repr=False)
+    #: The status code of its ``finalResponse`` (None: closed without one).
+    final_code: str | None = None
+
+
+@dataclass
 class _UrlFailure:
     status: int
     remaining: int
     retry_after: float | None
+
+
+@dataclass
+class _Refusal:
+    code: str
+    description: str
+    remaining: int
 
 
 @dataclass(eq=False)
@@ -110,6 +169,7 @@ class _Stream:
 
     ws: WebSocket
     conversation: str
+    record: StreamRecord
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     speaker: str | None = None
     account: SpeakerAccount | None = None
@@ -119,11 +179,11 @@ class _Stream:
     committed: int = 0  # bytes of this stream already covered by transcripts
     pending: bytearray = field(default_factory=bytearray)
     transcripts: int = 0
-    dead: bool = False  # a control closed it: ignore whatever else arrives
+    dead: bool = False  # ended (finalResponse sent, or dropped): ignore whatever else arrives
 
 
 class _Closed(Exception):
-    """End the socket handler; an error message was already sent when needed."""
+    """End the socket handler; the finalResponse was already sent when one is due."""
 
 
 class AsappEmulator:
@@ -136,9 +196,15 @@ class AsappEmulator:
         self.url_requests_by_conversation: dict[str, int] = {}
         self.url_request_times: list[float] = []
         self.rejected_connects = 0
+        #: Status codes other than 1000 sent in a ``finalResponse``, in order.
         self.errors_sent: list[str] = []
+        #: Every socket accepted, in order of acceptance.
+        self.records: list[StreamRecord] = []
+        #: Breaches of what ASAPP recommends but gives no status code for ("pace", "chunk_size").
+        self.violations: list[str] = []
         self._tokens: dict[str, tuple[str, float]] = {}
         self._url_failures: list[_UrlFailure] = []
+        self._refusals: list[_Refusal] = []
         self._streams: set[_Stream] = set()
         self._changed: asyncio.Event | None = None
         self._server: AppServer | None = None
@@ -158,6 +224,10 @@ class AsappEmulator:
 
     def open_streams(self, speaker: str | None = None) -> int:
         return sum(1 for s in self._streams if s.started_at is not None and (speaker is None or s.speaker == speaker))
+
+    def records_of(self, speaker: str) -> list[StreamRecord]:
+        """The started streams of ``speaker`` (its ``sender.externalId``), in order."""
+        return [r for r in self.records if r.speaker == speaker]
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate()`` holds; it is re-checked whenever the emulator's state changes."""
@@ -181,13 +251,18 @@ class AsappEmulator:
         """Answer the next ``count`` URL requests with ``status`` (and ``Retry-After`` if given)."""
         self._url_failures.append(_UrlFailure(status, count, retry_after))
 
+    def refuse_starts(self, code: str, count: int = 1, description: str = "emulated refusal") -> None:
+        """Answer the next ``count`` ``startStream`` messages with ``finalResponse`` ``code``, then close."""
+        self._refusals.append(_Refusal(code, description, count))
+
     async def drop(self, speaker: str | None = None, code: int = 1011) -> int:
         """Close the open streams (of ``speaker``) with ``code`` and no status message, as a crashed
         server (1011) or a policy enforcer (1008) would; returns how many."""
         return await self._close_streams(speaker, None, code)
 
-    async def send_error(self, code: str, speaker: str | None = None, description: str = "emulated error") -> int:
-        """Send a status error on the open streams (of ``speaker``) and close them."""
+    async def end_streams(self, code: str, speaker: str | None = None, description: str = "emulated end") -> int:
+        """End the open streams (of ``speaker``) as ASAPP does: ``finalResponse`` with ``code``, then
+        close; what they received and did not transcribe is discarded. Returns how many."""
         return await self._close_streams(speaker, (code, description), 1000)
 
     async def send_malformed(self, speaker: str | None = None, frame: str = '{"message": 42, "oops": [') -> int:
@@ -209,7 +284,7 @@ class AsappEmulator:
             self._discard(stream)
             with contextlib.suppress(Exception):
                 if error is not None:
-                    await self._send_status(stream, "error", *error)
+                    await self._send_final(stream, *error)
                 await stream.ws.close(code=close_code)
             n += 1
         self._touch()
@@ -247,7 +322,8 @@ class AsappEmulator:
 
     async def _accounts_view(self, request: Request) -> Response:
         data = {f"{conv}/{speaker}": acc.as_dict() for (conv, speaker), acc in self.accounts.items()}
-        return JSONResponse({"url_requests": self.url_requests, "open_streams": self.open_streams(), "accounts": data})
+        return JSONResponse({"url_requests": self.url_requests, "open_streams": self.open_streams(),
+                             "errors_sent": self.errors_sent, "violations": self.violations, "accounts": data})  # fmt: skip
 
     # --- WebSocket ---------------------------------------------------------------------------
 
@@ -259,7 +335,9 @@ class AsappEmulator:
             await ws.close(code=1008)  # before accept: the handshake is refused (HTTP 403)
             return
         await ws.accept()
-        stream = _Stream(ws=ws, conversation=entry[0])
+        stream = _Stream(ws=ws, conversation=entry[0], record=StreamRecord(conversation=entry[0], stream_id=""))
+        stream.record.stream_id = stream.id
+        self.records.append(stream.record)
         self._streams.add(stream)
         try:
             await self._serve(stream)
@@ -287,8 +365,8 @@ class AsappEmulator:
             except TimeoutError:
                 now = time.monotonic()
                 if stream.started_at is not None and now >= stream.started_at + cfg.max_stream_s:
-                    await self._fail(stream, "4090", "stream too long")
-                await self._fail(stream, "4083", "no audio received")
+                    await self._fail(stream, DURATION_OVER_LIMIT, "streaming duration over the limit")
+                await self._fail(stream, IDLE_TIMEOUT, "connection idle timeout")
             if message["type"] == "websocket.disconnect":
                 return
             if stream.dead:
@@ -303,34 +381,44 @@ class AsappEmulator:
             data = orjson.loads(text)
         except orjson.JSONDecodeError:
             data = None
-        kind = data.get("message") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("message"), str):
+            await self._fail(stream, FORMAT_INCORRECT, "message format incorrect")
+        kind = data["message"]
         if stream.started_at is None:
             if kind != "startStream":
-                await self._fail(stream, "4050", "stream not started")
+                await self._fail(stream, WRONG_MESSAGE_ORDER, "startStream must come first")
             await self._start(stream, data)
         elif kind == "finishStream":
             await self._finish(stream)
         elif kind == "updateVocabulary":
             await stream.ws.send_text(orjson.dumps({"message": "vocabularyResponse", "status": _ok()}).decode())
         elif kind == "startStream":
-            await self._fail(stream, "2002", "stream already started")
+            await self._fail(stream, WRONG_MESSAGE_ORDER, "stream already started")
         else:
-            await self._fail(stream, "4040", "message not understood")
+            await self._fail(stream, FORMAT_INCORRECT, "message not understood")
 
     async def _start(self, stream: _Stream, data: dict[str, Any]) -> None:
+        stream.record.start_message = data
+        if self._refusals:
+            refusal = self._refusals[0]
+            refusal.remaining -= 1
+            if refusal.remaining <= 0:
+                self._refusals.pop(0)
+            await self._fail(stream, refusal.code, refusal.description)
         sender = data.get("sender")
         if not isinstance(sender, dict) or sender.get("role") not in ("agent", "customer"):
-            await self._fail(stream, "2002", "sender.role must be agent or customer")
+            await self._fail(stream, FORMAT_INCORRECT, "sender.role must be agent or customer")
         speaker = sender.get("externalId")
         if not isinstance(speaker, str) or not speaker:
-            await self._fail(stream, "2002", "sender.externalId is required")
-        if data.get("samplingRate") != 8000:
-            await self._fail(stream, "4051", "samplingRate must be 8000")
+            await self._fail(stream, FORMAT_INCORRECT, "sender.externalId is required")
+        if data.get("language") not in LANGUAGES:
+            await self._fail(stream, LANGUAGE_NOT_SUPPORTED, "language not supported")
         if data.get("encoding") != "L16":
-            await self._fail(stream, "4053", "encoding must be L16")
-        if data.get("language") not in ("en-US", "es-US"):
-            await self._fail(stream, "4056", "unsupported language")
-        stream.speaker = speaker
+            await self._fail(stream, ENCODING_NOT_SUPPORTED, "encoding not supported")
+        if data.get("samplingRate") != 8000:
+            await self._fail(stream, SAMPLE_RATE_NOT_SUPPORTED, "sample rate not supported")
+        stream.speaker = stream.record.speaker = speaker
+        stream.record.role = sender["role"]
         stream.account = self.account(stream.conversation, speaker)
         stream.account.streams += 1
         stream.started_at = stream.last_audio_at = time.monotonic()
@@ -342,20 +430,22 @@ class AsappEmulator:
     async def _audio(self, stream: _Stream, audio: bytes) -> None:
         cfg = self.config
         if stream.started_at is None:
-            await self._fail(stream, "4050", "audio before startStream")
+            await self._fail(stream, WRONG_MESSAGE_ORDER, "audio before startStream")
         if len(audio) % 2:
-            await self._fail(stream, "4091", "audio is not whole 16-bit samples")
+            await self._fail(stream, AUDIO_DECODE_FAILURE, "audio is not whole 16-bit samples")
         if len(audio) > cfg.max_chunk_bytes:
-            await self._fail(stream, "4092", "audio chunk too large")
+            self.violations.append("chunk_size")
         assert stream.account is not None and stream.started_at is not None
         now = time.monotonic()
         stream.total_bytes += len(audio)
         stream.account.received_bytes += len(audio)
+        stream.record.received_bytes += len(audio)
+        if cfg.record_audio:
+            stream.record.audio.extend(audio)
         stream.last_audio_at = now
         allowed_ms = (now - stream.started_at) * 1000 * cfg.speed + cfg.burst_ms
         if stream.total_bytes / BYTES_PER_MS > allowed_ms:
-            stream.pending.extend(audio)
-            await self._fail(stream, "4082", "audio sent faster than real time")
+            self.violations.append("pace")
         stream.pending.extend(audio)
         step = cfg.transcript_ms * BYTES_PER_MS
         while len(stream.pending) >= step:
@@ -369,7 +459,7 @@ class AsappEmulator:
         start, end = stream.committed, stream.committed + n
         acc = stream.account
         text = f"{stream.speaker} audio bytes {acc.committed_bytes}-{acc.committed_bytes + n} ({n // BYTES_PER_MS} ms)"
-        stream.committed = end
+        stream.committed = stream.record.committed_bytes = end
         acc.committed_bytes += n
         acc._hash.update(chunk)
         acc.transcripts += 1
@@ -381,32 +471,36 @@ class AsappEmulator:
     async def _finish(self, stream: _Stream) -> None:
         if stream.pending:
             await self._transcribe(stream, len(stream.pending))
-        assert stream.started_at is not None
-        summary = {
-            "totalAudioBytes": stream.total_bytes,
-            "audioDurationMs": stream.total_bytes // BYTES_PER_MS,
-            "streamingSeconds": round(time.monotonic() - stream.started_at, 3),
-            "transcripts": stream.transcripts,
-        }
-        frame = {"message": "finalResponse", "streamId": stream.id, "status": _ok(), "summary": summary}
-        await stream.ws.send_text(orjson.dumps(frame).decode())
+        stream.dead = True
+        await self._send_final(stream, OK, "OK")
         self._touch()
         with contextlib.suppress(Exception):
             await stream.ws.close()
         raise _Closed
 
     async def _fail(self, stream: _Stream, code: str, description: str) -> NoReturn:
-        """Send a status error, discard untranscribed audio, close: the socket is done."""
-        self.errors_sent.append(code)
+        """End the stream with ``finalResponse`` ``code``: discard untranscribed audio, close."""
         self._discard(stream)
         stream.dead = True
         with contextlib.suppress(Exception):
-            await self._send_status(stream, "error", code, description)
+            await self._send_final(stream, code, description)
             await stream.ws.close(code=1000)
+        self._touch()
         raise _Closed
 
-    async def _send_status(self, stream: _Stream, kind: str, code: str, description: str) -> None:
-        frame = {"message": kind, "streamID": stream.id, "status": {"code": code, "description": description}}
+    async def _send_final(self, stream: _Stream, code: str, description: str) -> None:
+        """The ``finalResponse`` that ends every stream: its status, and a summary once it started."""
+        if code != OK:
+            self.errors_sent.append(code)
+        stream.record.final_code = code
+        frame: dict[str, Any] = {"message": "finalResponse", "streamId": stream.id, "status": {"code": code, "description": description}}
+        if stream.started_at is not None:
+            frame["summary"] = {
+                "totalAudioBytes": stream.total_bytes,
+                "audioDurationMs": stream.total_bytes // BYTES_PER_MS,
+                "streamingSeconds": round(time.monotonic() - stream.started_at, 3),
+                "transcripts": stream.transcripts,
+            }
         await stream.ws.send_text(orjson.dumps(frame).decode())
 
     def _discard(self, stream: _Stream) -> None:
@@ -437,7 +531,7 @@ class AsappEmulator:
 
 
 def _ok() -> dict[str, str]:
-    return {"code": "1000", "description": "OK"}
+    return {"code": OK, "description": "OK"}
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -4,7 +4,9 @@
 accepted event. For a bridged meeting (``AsappSettings.bridges``) it keeps one
 :class:`~relay.providers.asapp.stream.AsappStream` per speaker (separate audio) or one per meeting
 (mixed audio), all sharing the meeting's ``externalId`` (the Recall recording id), so ASAPP sees
-one conversation. A speaker's stream is finished when they leave (a new one starts if they come
+one conversation. Each stream's ``sender.externalId`` names the person, the same in every meeting
+(:meth:`~relay.providers.asapp.config.AsappSettings.external_id_of`: a configured mapping, else
+derived from the e-mail, else the Recall participant id scoped by the meeting). A speaker's stream is finished when they leave (a new one starts if they come
 back), all of a meeting's streams when the bot disconnects, and every stream at shutdown.
 
 Its :attr:`~AsappBridge.interest` asks the ingress for audio chunks and leaves of bridged meetings
@@ -116,7 +118,7 @@ class AsappBridge:
         elif isinstance(event, ParticipantEvent) and event.type == "participant.leave":
             meeting = self._meetings.get(event.session.id)
             if meeting is not None and event.participant is not None and self._settings.audio == "separate":
-                stream = meeting.streams.pop(_speaker_id(event.participant), None)
+                stream = meeting.streams.pop(_speaker_key(event.participant), None)
                 if stream is not None:
                     self._finish(stream)
 
@@ -130,14 +132,14 @@ class AsappBridge:
                 return
             meeting = self._meetings[event.session.id] = _Meeting(event.session)
         if s.audio == "mixed":
-            speaker_id, participant, role = MIXED_SPEAKER, Participant(), s.mixed_role
+            speaker_key, participant, role = MIXED_SPEAKER, Participant(), s.mixed_role
         else:
             participant = event.participant or Participant()
-            speaker_id = _speaker_id(participant)
+            speaker_key = _speaker_key(participant)
             role = s.role_of(name=participant.name, email=participant.email, is_host=participant.is_host)
-        stream = meeting.streams.get(speaker_id)
+        stream = meeting.streams.get(speaker_key)
         if stream is None:
-            stream = self._open(meeting, speaker_id, participant, role)
+            stream = self._open(meeting, speaker_key, participant, role)
         try:
             pcm = base64.b64decode(event.payload.audio, validate=True)
         except (binascii.Error, ValueError):
@@ -147,11 +149,18 @@ class AsappBridge:
             return
         stream.feed(pcm, event.time.relative)
 
-    def _open(self, meeting: _Meeting, speaker_id: str, participant: Participant, role: str) -> AsappStream:
+    def _open(self, meeting: _Meeting, speaker_key: str, participant: Participant, role: str) -> AsappStream:
         assert self._client is not None
+        if speaker_key == MIXED_SPEAKER:
+            external_id = f"recall-{meeting.session.id}-{MIXED_SPEAKER}"
+        else:
+            external_id = self._settings.external_id_of(
+                session_id=meeting.session.id, participant_id=participant.id, name=participant.name, email=participant.email
+            )
         speaker = SpeakerStream(
             conversation_id=meeting.session.id,
-            speaker_id=speaker_id,
+            speaker_id=speaker_key,
+            external_id=external_id,
             role=role,  # type: ignore[arg-type]
             session=meeting.session,
             participant=participant,
@@ -160,8 +169,8 @@ class AsappBridge:
             speaker, settings=self._settings, client=self._client, publisher=self._publisher, metrics=self._metrics
         )
         stream.start()
-        meeting.streams[speaker_id] = stream
-        log.info("asapp: streaming meeting %s speaker %s as %s", meeting.session.id, speaker_id, role)
+        meeting.streams[speaker_key] = stream
+        log.info("asapp: streaming meeting %s speaker %s as %s", meeting.session.id, speaker_key, role)
         return stream
 
     def _finish(self, stream: AsappStream) -> None:
@@ -170,6 +179,9 @@ class AsappBridge:
         stream.add_done_callback(lambda: self._finishing.discard(stream))
 
 
-def _speaker_id(participant: Participant) -> str:
-    """ASAPP's ``sender.externalId``: Recall's participant id, else the name."""
+def _speaker_key(participant: Participant) -> str:
+    """Which stream of the meeting a participant's audio goes to: Recall's participant id, else the name.
+
+    Only the bridge's key within one meeting; ASAPP's ``sender.externalId`` is ``SpeakerStream.external_id``.
+    """
     return participant.id or participant.name or "unknown"

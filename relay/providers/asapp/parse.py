@@ -1,16 +1,18 @@
 """ASAPP AutoTranscribe server messages → typed messages → relay events. Pure: no I/O, no awaits.
 
 :func:`parse_message` turns one text frame into a :class:`StartResponse`, :class:`TranscriptMessage`,
-:class:`FinalResponse`, :class:`StatusMessage` (an error or notice carrying a status code) or
-:class:`OtherMessage` (a type the bridge does not act on, e.g. ``vocabularyResponse``). A frame
+:class:`FinalResponse` or :class:`OtherMessage` (a type the bridge does not act on, e.g.
+``vocabularyResponse``). ASAPP ends every stream with a ``finalResponse`` carrying a status: 1000
+after a clean ``finishStream``, any other code a failure (a refused ``startStream``, an idle
+timeout, the duration limit, a server error); there is no separate error message. A frame
 that is not a JSON object of the documented shape raises :class:`relay.errors.FrameRejected`, whose
 ``reason`` is one of the relay's shared :data:`relay.errors.REJECT_REASONS` (``invalid_json``,
 ``not_an_object``, ``missing_field``, ``invalid_field``...) and whose ``detail`` names the field
 (``message``, ``status.code``), never frame content, so callers can count and log it.
 
-:func:`classify` says what a status code means for the stream (ASAPP's list: ``docs/protocols/asapp.md``,
-"Status codes"; where this module still differs: that note's "Known gaps in the relay"),
-and the ``*_event`` functions build the schema events the bridge publishes.
+:func:`classify` says what a status code means for the stream (ASAPP's list and this project's
+policy: ``docs/protocols/asapp.md``, "Status codes"), and the ``*_event`` functions build the
+schema events the bridge publishes.
 """
 
 from __future__ import annotations
@@ -38,28 +40,45 @@ from relay.schema import (
 
 OK_CODE: Final = "1000"
 
+
 class ErrorKind(StrEnum):
-    """What a status code asks the stream to do."""
+    """What a status code asks the stream to do (``docs/protocols/asapp.md``, "Status codes")."""
 
     OK = "ok"
-    #: Give up on this stream: retrying cannot help (auth, bad request, bad audio format...).
+    #: Give up on this stream: retrying cannot help (a bad request, settings, an audio format...).
     PERMANENT = "permanent"
-    #: Server-side trouble: reconnect with a new URL after backoff, replaying unconfirmed audio.
+    #: Server-side trouble (5000, 5001, 5002, 2002): a new URL after backoff, resending unconfirmed audio.
     TRANSIENT = "transient"
-    #: 4082: audio came faster than real time; reconnect and pace (a relay bug if it happens).
-    TOO_FAST = "too_fast"
-    #: 4083/4080: the stream idled out; reopen when audio comes again.
+    #: 1008, an invalid or expired access token: a fresh URL at once, a bounded number of times.
+    TOKEN = "token"
+    #: 4083, the connection idled out: a new stream when audio comes, resending unconfirmed audio.
     IDLE = "idle"
-    #: 4090: the 3 h limit; roll over to a new stream.
+    #: 4090, the streaming duration limit: roll over to a new stream at once, resending unconfirmed audio.
     TOO_LONG = "too_long"
+    #: 4080, ASAPP could not transcribe the audio: that audio is reported lost (sending it again
+    #: would fail again); a new stream opens when new audio comes.
+    UNTRANSCRIBABLE = "untranscribable"
 
 
+#: ASAPP's documented status codes and their kinds (the policy column of the note's table).
 _KINDS: Final[dict[str, ErrorKind]] = {
     OK_CODE: ErrorKind.OK,
-    "4080": ErrorKind.IDLE,
-    "4082": ErrorKind.TOO_FAST,
+    "1008": ErrorKind.TOKEN,
+    "2002": ErrorKind.TRANSIENT,
+    "4040": ErrorKind.PERMANENT,
+    "4050": ErrorKind.PERMANENT,
+    "4051": ErrorKind.PERMANENT,
+    "4053": ErrorKind.PERMANENT,
+    "4056": ErrorKind.PERMANENT,
+    "4080": ErrorKind.UNTRANSCRIBABLE,
+    "4082": ErrorKind.PERMANENT,
     "4083": ErrorKind.IDLE,
+    "4084": ErrorKind.PERMANENT,
     "4090": ErrorKind.TOO_LONG,
+    "4091": ErrorKind.PERMANENT,
+    "4092": ErrorKind.PERMANENT,
+    "4093": ErrorKind.PERMANENT,
+    "4094": ErrorKind.PERMANENT,
     "5000": ErrorKind.TRANSIENT,
     "5001": ErrorKind.TRANSIENT,
     "5002": ErrorKind.TRANSIENT,
@@ -69,11 +88,11 @@ _KINDS: Final[dict[str, ErrorKind]] = {
 def classify(code: str) -> ErrorKind:
     """The kind of a status code.
 
-    Listed codes as the relay maps them today (ASAPP's meanings: ``docs/protocols/asapp.md``, "Status
-    codes"; 1008, 2002, 4080 and 4082 still differ there, see "Known gaps in the relay"). Any other
-    5xxx is a server error (transient); anything else (1008, 2002, 4040, 4050, 4051, 4053, 4056,
-    4084, 4091-4094, unknown codes) is permanent, because retrying a request the server refused
-    would only loop.
+    The codes ASAPP lists have the kinds of ``docs/protocols/asapp.md``, "Status codes": 1008 a
+    fresh URL (bounded), 2002 and 5000-5002 transient, 4083 idle, 4090 the duration limit, 4080
+    untranscribable audio, the other 4xxx permanent. An unlisted 5xxx is a server error
+    (transient); any other unlisted code is permanent, because retrying a request the server
+    refused for a reason the relay does not know would only loop.
     """
     kind = _KINDS.get(code)
     if kind is not None:
@@ -111,29 +130,29 @@ class TranscriptMessage:
 
 @dataclass(frozen=True, slots=True)
 class FinalResponse:
+    """The end of a stream, whatever ended it: ``code`` 1000 after ``finishStream``, anything else a failure."""
+
     stream_id: str | None
     code: str
+    description: str
     total_audio_bytes: int | None
     audio_duration_ms: int | None
     streaming_seconds: float | None
     transcripts: int | None
 
-
-@dataclass(frozen=True, slots=True)
-class StatusMessage:
-    """Any other message carrying a status code (errors the server sends before closing)."""
-
-    message: str
-    code: str
-    description: str
+    @property
+    def ok(self) -> bool:
+        return self.code == OK_CODE
 
 
 @dataclass(frozen=True, slots=True)
 class OtherMessage:
+    """A message type the relay does not act on (``vocabularyResponse``, or one ASAPP does not document)."""
+
     message: str
 
 
-ServerMessage = StartResponse | TranscriptMessage | FinalResponse | StatusMessage | OtherMessage
+ServerMessage = StartResponse | TranscriptMessage | FinalResponse | OtherMessage
 
 
 def parse_message(frame: str | bytes) -> ServerMessage:
@@ -152,12 +171,12 @@ def parse_message(frame: str | bytes) -> ServerMessage:
     if not isinstance(kind, str) or not kind:
         raise FrameRejected("invalid_field", "message")
     if kind == "startResponse":
-        code, description = _status(data, required=True)
+        code, description = _status(data)
         return StartResponse(_opt_str(data, "streamID", "streamId"), code, description)
     if kind == "transcript":
         return _transcript(data)
     if kind == "finalResponse":
-        code, _ = _status(data, required=False)
+        code, description = _status(data)
         summary = data.get("summary")
         if summary is None:
             summary = {}
@@ -165,24 +184,19 @@ def parse_message(frame: str | bytes) -> ServerMessage:
             raise FrameRejected("invalid_field", "summary")
         return FinalResponse(
             stream_id=_opt_str(data, "streamId", "streamID"),
-            code=code or OK_CODE,
+            code=code,
+            description=description,
             total_audio_bytes=_opt_int(summary, "totalAudioBytes"),
             audio_duration_ms=_opt_int(summary, "audioDurationMs"),
             streaming_seconds=_opt_float(summary, "streamingSeconds"),
             transcripts=_opt_int(summary, "transcripts"),
         )
-    if "status" in data:
-        code, description = _status(data, required=True)
-        return StatusMessage(kind, code, description)
     return OtherMessage(kind)
 
 
-
-def _status(data: dict[str, Any], *, required: bool) -> tuple[str, str]:
+def _status(data: dict[str, Any]) -> tuple[str, str]:
     status = data.get("status")
     if status is None:
-        if not required:
-            return "", ""
         raise FrameRejected("missing_field", "status")
     if not isinstance(status, dict):
         raise FrameRejected("invalid_field", "status")
@@ -190,7 +204,7 @@ def _status(data: dict[str, Any], *, required: bool) -> tuple[str, str]:
     if code is None:
         raise FrameRejected("missing_field", "status.code")
     if isinstance(code, int) and not isinstance(code, bool):
-        code = str(code)  # documented as a string; tolerate a number
+        code = str(code)  # a string on the WebSocket page, a number in the Media Gateway examples
     if not isinstance(code, str) or not code:
         raise FrameRejected("invalid_field", "status.code")
     description = status.get("description")

@@ -16,12 +16,24 @@ confirmation, rewind, the bounded window) are kept by :mod:`relay.providers.asap
 does the I/O around them.
 
 Every socket starts with ``POST /autotranscribe/v1/streaming-url`` (URLs are single-use and expire),
-then ``startStream`` and waits for ``startResponse`` 1000. Failures to get there are retried with
-:class:`~relay.core.backoff.Backoff` (``Retry-After`` honoured) unless they are permanent, which stops
-this stream only (an ``stream.error`` event says so). After ``idle_finish_s`` without audio the
-socket is finished cleanly (ASAPP would end it with 4083) and a new one opens when audio returns;
-after ``rollover_after_s`` a new socket is opened first and the old one finished, so the 3 h limit
-never cuts a speaker off.
+then ``startStream`` and waits for ``startResponse`` 1000. ASAPP ends a stream, at start or later,
+with a ``finalResponse`` whose status says why; anything but 1000 is a failure, handled by its
+kind (:func:`~relay.providers.asapp.parse.classify`):
+
+* permanent (a refused request, bad settings, an audio format): this stream stops, without a
+  retry, and a ``stream.error`` event names the code; its unconfirmed audio is counted dropped;
+* transient (5000-5002, 2002, a dropped socket): a new URL after :class:`~relay.core.backoff.Backoff`
+  (``Retry-After`` honoured), sending again what no transcript confirmed;
+* 1008 (token): a fresh URL at once, at most ``MAX_TOKEN_RETRIES`` times without a transcript in
+  between, then permanent;
+* 4090 (duration limit): a new stream at once; 4083 (idle): a new stream (at once if audio is
+  waiting); both send the unconfirmed audio again;
+* 4080 (audio ASAPP cannot transcribe): that audio is counted dropped (``untranscribable``), not
+  sent again; a new stream opens when new audio comes.
+
+After ``idle_finish_s`` without audio the socket is finished cleanly (ASAPP would end it with
+4083) and a new one opens when audio returns; after ``rollover_after_s`` a new socket is opened
+first and the old one finished, so the 3 h limit never cuts a speaker off.
 """
 
 from __future__ import annotations
@@ -50,7 +62,6 @@ from relay.providers.asapp.parse import (
     ErrorKind,
     FinalResponse,
     StartResponse,
-    StatusMessage,
     TranscriptMessage,
     classify,
     error_event,
@@ -72,6 +83,17 @@ URL_PATH = "/autotranscribe/v1/streaming-url"
 MIN_FRAME_BYTES = 20 * OUT_BYTES_PER_MS
 #: The ``target`` label of ``relay_upstream_connected`` for ASAPP sockets (a bounded value).
 TARGET = "autotranscribe"
+#: Fresh URLs after an invalid or expired token (1008), without a transcript in between, before giving up.
+MAX_TOKEN_RETRIES = 3
+#: ``relay_asapp_streams_finished_total{reason}`` for a socket ended by a failure of each kind.
+_FINISHED_REASON = {
+    ErrorKind.TRANSIENT: "transient",
+    ErrorKind.TOKEN: "token",
+    ErrorKind.IDLE: "idle",
+    ErrorKind.TOO_LONG: "limit",
+    ErrorKind.UNTRANSCRIBABLE: "untranscribable",
+    ErrorKind.PERMANENT: "permanent",
+}
 
 
 class StreamState(StrEnum):
@@ -87,22 +109,41 @@ class SpeakerStream:
     """Who a stream transcribes: the Recall meeting, the participant and their ASAPP role."""
 
     conversation_id: str
+    #: The bridge's key for the speaker within the meeting (logs, task names).
     speaker_id: str
+    #: ASAPP's ``sender.externalId``: the person, the same across meetings (``AsappSettings.external_id_of``).
+    external_id: str
     role: Literal["agent", "customer"]
     session: SessionRef
     participant: Participant
 
 
 class _Failure(Exception):
-    """Getting or keeping a socket failed; ``reason`` is a bounded metric label."""
+    """Getting or keeping a socket failed; ``reason`` is a bounded metric label, ``kind`` what to do."""
 
-    def __init__(self, reason: str, code: str, message: str, *, permanent: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, code: str, message: str, *, kind: ErrorKind, retry_after: float | None = None, status: bool = False
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.reason = reason
         self.code = code
         self.message = message
-        self.permanent = permanent
+        self.kind = kind
         self.retry_after = retry_after
+        #: Whether ASAPP said so with a status code (a ``finalResponse``), not by closing or timing out.
+        self.status = status
+
+    @property
+    def permanent(self) -> bool:
+        return self.kind is ErrorKind.PERMANENT
+
+
+def _status_failure(code: str, description: str) -> _Failure:
+    """The failure a non-1000 status code means."""
+    kind = classify(code)
+    if kind is ErrorKind.OK:  # a 1000 where a refusal or an end was not expected: the socket is done
+        kind = ErrorKind.TRANSIENT
+    return _Failure(f"status_{kind.value}", code, description or f"status {code}", kind=kind, status=True)
 
 
 @dataclass(eq=False)
@@ -115,7 +156,6 @@ class _Conn:
     last_send: float
     audio: SocketLedger = field(default_factory=SocketLedger)
     failure: _Failure | None = None
-    kind: ErrorKind | None = None
     final: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     reader: asyncio.Task[None] | None = None
@@ -145,7 +185,7 @@ class AsappStream:
         self._metrics = metrics
         self._participant = speaker.participant.model_copy(update={"role": speaker.role})
         self._session = speaker.session
-        self._resampler = Downsampler()
+        self._resampler = Downsampler(byte_order=settings.byte_order)
         self._timeline = AudioTimeline()
         self._backoff = Backoff(settings.backoff_initial_s, max(settings.backoff_max_s, settings.backoff_initial_s))
         self._ledger = AudioLedger(settings.buffer_max_ms * OUT_BYTES_PER_MS)
@@ -156,6 +196,7 @@ class AsappStream:
         self._finish_requested = False
         self._flushed = False
         self._down_since: float | None = None
+        self._token_failures = 0  # 1008s since the last transcript
         self._conns: set[_Conn] = set()
         self._task: asyncio.Task[None] | None = None
         self.state = StreamState.WAITING
@@ -262,13 +303,17 @@ class AsappStream:
                 outcome = await self._pump(conn)
                 if outcome == "rollover":
                     new = await self._connect()
-                    await self._finish_conn(conn, "rollover")
+                    if not await self._finish_conn(conn, "rollover"):
+                        if new is not None:
+                            await self._close_conn(new)
+                        return
                     conn = new
                     if conn is None:
                         return
                 elif outcome in ("finish", "idle"):
-                    await self._finish_conn(conn, outcome)
-                    conn = None
+                    finished, conn = conn, None
+                    if not await self._finish_conn(finished, outcome):
+                        return
                 else:
                     failed, conn = conn, None
                     if not await self._on_failure(failed):
@@ -344,8 +389,7 @@ class AsappStream:
             try:
                 await conn.ws.send(frame)
             except ConnectionClosed:
-                conn.failure = conn.failure or _Failure("closed", "closed", "socket closed while sending", permanent=False)
-                conn.kind = conn.kind or ErrorKind.TRANSIENT
+                conn.failure = conn.failure or _Failure("closed", "closed", "socket closed while sending", kind=ErrorKind.TRANSIENT)
                 return "failed"
             self._ledger.advance(n)
             conn.last_send = time.monotonic()
@@ -370,6 +414,8 @@ class AsappStream:
                 conn = await self._open()
             except _Failure as failure:
                 self._metrics.upstream_errors.labels(PROVIDER, failure.reason).inc()
+                if failure.kind is ErrorKind.TOKEN and not self._token_retry_allowed():
+                    failure.kind = ErrorKind.PERMANENT
                 if failure.permanent:
                     await self._stop(failure)
                     return None
@@ -395,7 +441,7 @@ class AsappStream:
                 s.base_url + URL_PATH, json={"externalId": self.speaker.conversation_id}, headers=headers
             )
         except httpx.HTTPError as exc:
-            raise _Failure("url_network", "network", type(exc).__name__, permanent=False) from None
+            raise _Failure("url_network", "network", type(exc).__name__, kind=ErrorKind.TRANSIENT) from None
         if response.status_code != 200:
             raise _url_failure(response)
         try:
@@ -403,11 +449,11 @@ class AsappStream:
             if not isinstance(url, str) or not url.startswith(("wss://", "ws://")):
                 raise ValueError
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise _Failure("url_malformed", "malformed", "streaming-url answer has no streamingUrl", permanent=False) from None
+            raise _Failure("url_malformed", "malformed", "streaming-url answer has no streamingUrl", kind=ErrorKind.TRANSIENT) from None
         try:
             ws = await connect(url, proxy=None, open_timeout=s.connect_timeout_s, max_size=1 << 20)
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-            raise _Failure("connect", "connect", type(exc).__name__, permanent=False) from None
+            raise _Failure("connect", "connect", type(exc).__name__, kind=ErrorKind.TRANSIENT) from None
         self.sockets_opened += 1
         try:
             start_response = await self._start(ws)
@@ -429,7 +475,7 @@ class AsappStream:
         s = self._settings
         start = {
             "message": "startStream",
-            "sender": {"role": self.speaker.role, "externalId": self.speaker.speaker_id},
+            "sender": {"role": self.speaker.role, "externalId": self.speaker.external_id},
             "language": s.language,
             "samplingRate": 8000,
             "encoding": "L16",
@@ -450,11 +496,11 @@ class AsappStream:
                         continue
                     if isinstance(msg, StartResponse) and msg.ok:
                         return msg
-                    if isinstance(msg, (StartResponse, StatusMessage)):
-                        kind = classify(msg.code)
-                        raise _Failure(f"status_{kind.value}", msg.code, msg.description, permanent=kind is ErrorKind.PERMANENT)
+                    if isinstance(msg, (StartResponse, FinalResponse)):
+                        # A refused startStream is a finalResponse carrying the reason; then ASAPP closes.
+                        raise _status_failure(msg.code, msg.description)
         except TimeoutError:
-            raise _Failure("start_timeout", "timeout", "no startResponse", permanent=False) from None
+            raise _Failure("start_timeout", "timeout", "no startResponse", kind=ErrorKind.TRANSIENT) from None
         except ConnectionClosed:
             raise _closed(ws, "before startResponse") from None
 
@@ -470,25 +516,24 @@ class AsappStream:
                 if isinstance(msg, TranscriptMessage):
                     await self._on_transcript(conn, msg)
                 elif isinstance(msg, FinalResponse):
-                    conn.audio.confirm_all()
                     self._metrics.asapp_summary_transcripts.inc(msg.transcripts or 0)
                     self._metrics.asapp_summary_audio_seconds.inc((msg.audio_duration_ms or 0) / 1000)
                     await self._publish(summary_event(msg, session=self._session, participant=self._participant, received=_now()))
-                    conn.final.set()  # after publishing: the finishing side may close this reader next
+                    if msg.ok:
+                        conn.audio.confirm_all()  # 1000: ASAPP transcribed everything it was sent
+                        conn.final.set()  # after publishing: the finishing side may close this reader next
+                    elif conn.failure is None:
+                        # Any other code ends the stream: what no transcript covered was not transcribed.
+                        conn.failure = _status_failure(msg.code, msg.description)
                     self._wake.set()
-                elif isinstance(msg, (StatusMessage, StartResponse)) and not msg.code == "1000":
-                    kind = classify(msg.code)
-                    if conn.failure is None:
-                        conn.failure = _Failure(f"status_{kind.value}", msg.code, msg.description,
-                                                permanent=kind is ErrorKind.PERMANENT)  # fmt: skip
-                        conn.kind = kind
+                elif isinstance(msg, StartResponse) and not msg.ok and conn.failure is None:
+                    conn.failure = _status_failure(msg.code, msg.description)
                     self._wake.set()
         except ConnectionClosed:
             pass
         finally:
             if conn.failure is None and not conn.final.is_set():
                 conn.failure = _closed(conn.ws, "mid-stream")
-                conn.kind = ErrorKind.PERMANENT if conn.failure.permanent else ErrorKind.TRANSIENT
             conn.done.set()
             self._wake.set()
 
@@ -499,6 +544,7 @@ class AsappStream:
             conn.audio.confirm(end_at)
             self._confirm(conn.audio.confirmed)
             self._backoff.reset()  # the socket works: a later failure retries fast again
+            self._token_failures = 0
         self._metrics.asapp_transcripts.inc()
         event = transcript_event(
             msg,
@@ -511,8 +557,11 @@ class AsappStream:
         )
         await self._publish(event)
 
-    async def _finish_conn(self, conn: _Conn, reason: str) -> None:
-        """Finish a socket cleanly; whatever it did not confirm is sent again on the next one."""
+    async def _finish_conn(self, conn: _Conn, reason: str) -> bool:
+        """Finish a socket cleanly; whatever it did not confirm is sent again on the next one.
+
+        Returns False when the stream must stop (ASAPP ended the socket with a permanent code).
+        """
         with contextlib.suppress(ConnectionClosed):
             await conn.ws.send('{"message": "finishStream"}')
         with contextlib.suppress(TimeoutError):
@@ -523,31 +572,49 @@ class AsappStream:
         if conn.final.is_set():
             self._metrics.asapp_streams_finished.labels(reason).inc()
             self._confirm(conn.audio.sent_end)
+        elif conn.failure is not None and conn.failure.status:
+            return await self._on_failure(conn)  # ASAPP ended it with a status other than 1000
         else:
             self._metrics.upstream_errors.labels(PROVIDER, "final_timeout" if not conn.done.is_set() else "final_missing").inc()
             self._rewind(conn)
         await self._close_conn(conn)
+        return True
 
     async def _on_failure(self, conn: _Conn) -> bool:
-        """A socket failed mid-stream; returns False when the stream must stop (permanent)."""
-        failure = conn.failure or _Failure("closed", "closed", "socket closed", permanent=False)
-        kind = conn.kind or ErrorKind.TRANSIENT
+        """A socket failed; returns False when the stream must stop (permanent)."""
+        failure = conn.failure or _Failure("closed", "closed", "socket closed", kind=ErrorKind.TRANSIENT)
         await self._close_conn(conn)
         self._metrics.upstream_errors.labels(PROVIDER, failure.reason).inc()
-        if failure.permanent:
-            self._metrics.asapp_streams_finished.labels("permanent").inc()
+        if failure.kind is ErrorKind.TOKEN and not self._token_retry_allowed():
+            failure.kind = ErrorKind.PERMANENT
+        kind = failure.kind
+        self._metrics.asapp_streams_finished.labels(_FINISHED_REASON.get(kind, "transient")).inc()
+        if kind is ErrorKind.PERMANENT:
+            # Back to the first unconfirmed byte, so that stopping counts it with the unsent audio.
+            self._drop(self._ledger.rewind(conn.audio).lost, "replay_window")
             await self._stop(failure)
             return False
-        self._metrics.asapp_streams_finished.labels("idle" if kind is ErrorKind.IDLE else "transient").inc()
-        self._rewind(conn)
-        log.warning("asapp stream %s: socket ended (%s %s); reconnecting from offset %d",
-                    self.speaker.speaker_id, failure.code, failure.message[:100], self._ledger.sent)  # fmt: skip
+        if kind is ErrorKind.UNTRANSCRIBABLE:
+            self._drop(self._ledger.abandon(conn.audio), "untranscribable")
+            self._report_buffer()
+            log.warning("asapp stream %s: ASAPP could not transcribe the audio (%s %s); waiting for new audio",
+                        self.speaker.speaker_id, failure.code, failure.message[:100])  # fmt: skip
+        else:
+            self._rewind(conn)
+            log.warning("asapp stream %s: socket ended (%s %s); reconnecting from offset %d",
+                        self.speaker.speaker_id, failure.code, failure.message[:100], self._ledger.sent)  # fmt: skip
         await self._publish(error_event(failure.code, failure.message, permanent=False,
                                         session=self._session, participant=self._participant, received=_now()))  # fmt: skip
-        if kind in (ErrorKind.TRANSIENT, ErrorKind.TOO_FAST):
+        if kind in (ErrorKind.TRANSIENT, ErrorKind.TOKEN, ErrorKind.TOO_LONG):
             self._metrics.upstream_reconnects.labels(PROVIDER).inc()
+        if kind is ErrorKind.TRANSIENT:
             await asyncio.sleep(self._backoff.next_delay())
         return True
+
+    def _token_retry_allowed(self) -> bool:
+        """Count one more 1008; whether a fresh URL may still be tried."""
+        self._token_failures += 1
+        return self._token_failures <= MAX_TOKEN_RETRIES
 
     def _rewind(self, conn: _Conn) -> None:
         """Send again, on the next socket, what ``conn`` carried but ASAPP did not confirm."""
@@ -590,11 +657,12 @@ def _now() -> datetime:
 
 
 def _closed(ws: ClientConnection, when: str) -> _Failure:
-    """A socket closed without an ASAPP status: 1008 (policy, as ASAPP's status 1008) is permanent, else transient."""
+    """A socket closed without an ASAPP status: 1008 (policy: an invalid or expired token, as ASAPP's
+    status 1008) needs a fresh URL (bounded), anything else is transient."""
     code = ws.close_code
     if code == 1008:
-        return _Failure("closed_policy", "ws_1008", f"socket closed {when} with 1008 (policy)", permanent=True)
-    return _Failure("closed", "closed", f"socket closed {when} ({code})", permanent=False)
+        return _Failure("closed_policy", "ws_1008", f"socket closed {when} with 1008 (policy)", kind=ErrorKind.TOKEN)
+    return _Failure("closed", "closed", f"socket closed {when} ({code})", kind=ErrorKind.TRANSIENT)
 
 
 def _url_failure(response: httpx.Response) -> _Failure:
@@ -608,8 +676,8 @@ def _url_failure(response: httpx.Response) -> _Failure:
         pass
     if status == 429 or status >= 500:
         reason = "url_http_429" if status == 429 else "url_http_5xx"
-        return _Failure(reason, f"http_{status}", message, permanent=False, retry_after=_retry_after(response))
-    return _Failure("url_http_4xx", f"http_{status}", message, permanent=True)
+        return _Failure(reason, f"http_{status}", message, kind=ErrorKind.TRANSIENT, retry_after=_retry_after(response))
+    return _Failure("url_http_4xx", f"http_{status}", message, kind=ErrorKind.PERMANENT)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

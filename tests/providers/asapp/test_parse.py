@@ -15,7 +15,6 @@ from relay.providers.asapp.parse import (
     FinalResponse,
     OtherMessage,
     StartResponse,
-    StatusMessage,
     TranscriptMessage,
     classify,
     error_event,
@@ -54,15 +53,22 @@ def test_final_response_to_event() -> None:
     frame = {"message": "finalResponse", "streamId": "abc", "status": {"code": "1000", "description": "OK"},
              "summary": {"totalAudioBytes": 16000, "audioDurationMs": 1000, "streamingSeconds": 1.2, "transcripts": 1}}  # fmt: skip
     msg = parse_message(orjson.dumps(frame))
-    assert msg == FinalResponse("abc", "1000", 16000, 1000, 1.2, 1)
+    assert msg == FinalResponse("abc", "1000", "OK", 16000, 1000, 1.2, 1) and msg.ok
     event = summary_event(msg, session=SESSION, participant=SPEAKER, received=NOW)
     assert event.payload.audio_bytes == 16000 and event.payload.transcripts == 1
     assert parse_event(event.model_dump_json()) == event
 
 
-def test_status_and_other_messages() -> None:
-    msg = parse_message('{"message": "error", "status": {"code": 5001, "description": "oops"}}')
-    assert msg == StatusMessage("error", "5001", "oops")
+def test_a_failed_final_response_is_not_ok() -> None:
+    # ASAPP ends a stream it refuses or cuts off with finalResponse and the reason's code (a
+    # number in some of its examples); without a summary when the stream never started.
+    msg = parse_message('{"message": "finalResponse", "status": {"code": 4053, "description": "rate"}}')
+    assert msg == FinalResponse(None, "4053", "rate", None, None, None, None) and not msg.ok
+
+
+def test_other_messages() -> None:
+    # "error" is not a message ASAPP documents: whatever it carries, the relay does not act on it.
+    assert parse_message('{"message": "error", "status": {"code": 5001}}') == OtherMessage("error")
     assert parse_message('{"message": "vocabularyResponse"}') == OtherMessage("vocabularyResponse")
     event = error_event("4051", "bad rate", permanent=True, session=SESSION, participant=SPEAKER, received=NOW)
     assert event.payload.permanent and parse_event(event.model_dump_json()) == event
@@ -70,13 +76,14 @@ def test_status_and_other_messages() -> None:
 
 @pytest.mark.parametrize(
     ("code", "kind"),
-    [("1000", ErrorKind.OK), ("1008", ErrorKind.PERMANENT), ("2002", ErrorKind.PERMANENT),
+    [("1000", ErrorKind.OK), ("1008", ErrorKind.TOKEN), ("2002", ErrorKind.TRANSIENT),
      ("4040", ErrorKind.PERMANENT), ("4050", ErrorKind.PERMANENT), ("4051", ErrorKind.PERMANENT),
-     ("4053", ErrorKind.PERMANENT), ("4056", ErrorKind.PERMANENT), ("4080", ErrorKind.IDLE),
-     ("4082", ErrorKind.TOO_FAST), ("4083", ErrorKind.IDLE), ("4084", ErrorKind.PERMANENT),
-     ("4090", ErrorKind.TOO_LONG), ("4091", ErrorKind.PERMANENT), ("4094", ErrorKind.PERMANENT),
-     ("5000", ErrorKind.TRANSIENT), ("5002", ErrorKind.TRANSIENT), ("5999", ErrorKind.TRANSIENT),
-     ("9999", ErrorKind.PERMANENT), ("abc", ErrorKind.PERMANENT)],
+     ("4053", ErrorKind.PERMANENT), ("4056", ErrorKind.PERMANENT), ("4080", ErrorKind.UNTRANSCRIBABLE),
+     ("4082", ErrorKind.PERMANENT), ("4083", ErrorKind.IDLE), ("4084", ErrorKind.PERMANENT),
+     ("4090", ErrorKind.TOO_LONG), ("4091", ErrorKind.PERMANENT), ("4092", ErrorKind.PERMANENT),
+     ("4093", ErrorKind.PERMANENT), ("4094", ErrorKind.PERMANENT),
+     ("5000", ErrorKind.TRANSIENT), ("5001", ErrorKind.TRANSIENT), ("5002", ErrorKind.TRANSIENT),
+     ("5999", ErrorKind.TRANSIENT), ("9999", ErrorKind.PERMANENT), ("abc", ErrorKind.PERMANENT)],
 )  # fmt: skip
 def test_classify(code: str, kind: ErrorKind) -> None:
     assert classify(code) is kind
@@ -100,7 +107,8 @@ def test_classify(code: str, kind: ErrorKind) -> None:
      ('{"message": "transcript", "start": 0, "end": 1, "utterance": [{"txt": "x"}]}', "missing_field", "utterance[].text"),
      ('{"message": "transcript", "start": 0, "end": 1, "utterance": [{"text": 1}]}', "invalid_field", "utterance[].text"),
      ('{"message": "transcript", "start": true, "end": 1, "utterance": []}', "invalid_field", "start"),
-     ('{"message": "finalResponse", "summary": []}', "invalid_field", "summary")],
+     ('{"message": "finalResponse", "status": {"code": "1000"}, "summary": []}', "invalid_field", "summary"),
+     ('{"message": "finalResponse", "summary": {}}', "missing_field", "status")],  # a status is never implied
 )  # fmt: skip
 def test_malformed(frame: str | bytes, reason: str, detail: str) -> None:
     with pytest.raises(FrameRejected) as info:

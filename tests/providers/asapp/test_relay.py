@@ -10,6 +10,7 @@ import orjson
 from websockets.asyncio.client import connect
 
 from relay.dev.asapp_emulator import AsappEmulator
+from relay.providers.asapp.config import AsappSettings
 from relay.schema import StreamSummaryEvent, TranscriptEvent
 from tests.providers.asapp.helpers import chunks, expected_8k, speech
 
@@ -51,7 +52,10 @@ async def test_bot_audio_becomes_asapp_transcripts_beside_the_meeting(
     expected = expected_8k(pcm)
     n_transcripts = -(-len(expected) // 3200)
     await events.wait_for(n_transcripts + 2)  # transcripts, the summary, Recall's leave
-    account = asapp_emulator.account(RECORDING, "7")
+    # sender.externalId comes from the e-mail Recall gave: the same person in every meeting.
+    external_id = AsappSettings().external_id_of(session_id=RECORDING, participant_id="7", name="Grace", email="grace@example.com")
+    assert external_id.startswith("email-") and "grace" not in external_id
+    account = asapp_emulator.account(RECORDING, external_id)
     assert account.committed_bytes == len(expected) and account.sha256 == hashlib.sha256(expected).hexdigest()
     transcripts = [e for e in events.events if isinstance(e, TranscriptEvent)]
     assert len(transcripts) == n_transcripts
