@@ -151,7 +151,7 @@ class RelayMetrics:
         )
         self.asapp_audio_dropped_bytes = Counter(
             "relay_asapp_audio_dropped_bytes_total",
-            "Audio (8 kHz bytes) never transcribed, by reason: buffer_full, replay_window, stream_stopped, final_timeout.",
+            "Audio (8 kHz bytes) never transcribed, by reason: buffer_full, replay_window, stream_stopped, untranscribable.",
             ["reason"],
             registry=r,
         )
@@ -163,7 +163,7 @@ class RelayMetrics:
         )
         self.asapp_streams_finished = Counter(
             "relay_asapp_streams_finished_total",
-            "ASAPP sockets ended, by reason: finish, idle, rollover, transient, permanent.",
+            "ASAPP sockets ended, by reason: finish, rollover, idle, limit, token, transient, untranscribable, permanent.",
             ["reason"],
             registry=r,
         )
