@@ -18,8 +18,11 @@
   rtstreams (from webhooks, possibly on another replica) are picked up from the registry every
   ``sync_interval_s`` or at once after :meth:`nudge`; on taking the lease the client first fetches
   the capture sessions the registry holds.
-* After a **reconnect** the transcript segments the socket missed are fetched back over REST and
-  published, deduplicated against the socket (:mod:`~relay.providers.videodb.dedupe`).
+* After a **reconnect**, and after **taking the lease** over (a failover or rollout), the
+  transcript segments the socket missed are fetched back over REST and published, deduplicated
+  against the socket (:mod:`~relay.providers.videodb.dedupe`). The start of the last final
+  segment published is kept per rtstream in Redis (:class:`~relay.providers.videodb.store.TranscriptCursor`),
+  so the replica taking a collection over knows where its predecessor stopped.
 * The gap from a drop until the new socket is re-bound is observed in ``relay_upstream_gap_seconds``.
 * 401/403 (from the URL endpoint or a job start) stop this collection: error log, metric
   ``relay_upstream_errors_total{reason="auth"}``; everything else is retried with backoff.
@@ -50,9 +53,9 @@ from relay.providers.videodb.dedupe import SegmentDedupe, segment_key
 from relay.providers.videodb.parse import RtStreamInfo, parse_frame, parse_hello, parse_transcript_record, session_for
 from relay.providers.videodb.registry import RtStreamRegistry
 from relay.providers.videodb.retry import JobRetryPolicy
-from relay.providers.videodb.store import JobStore
+from relay.providers.videodb.store import JobStore, TranscriptCursor
 from relay.core.publisher import EventPublisher
-from relay.schema import EventBase, EventTime, Source, StreamError, StreamErrorEvent, TranscriptEvent
+from relay.schema import EventBase, EventTime, Source, StreamError, StreamErrorEvent, Transcript, TranscriptEvent
 
 __all__ = ["VideoDBCollectionClient", "raise_if_cancelling"]
 
@@ -86,6 +89,7 @@ class VideoDBCollectionClient:
         http: httpx.AsyncClient,
         store: JobStore,
         name_prefix: str = "relay",
+        cursor: TranscriptCursor | None = None,
     ) -> None:
         self.collection = collection
         self._settings = settings
@@ -99,6 +103,8 @@ class VideoDBCollectionClient:
         self._bound: set[tuple[str, str]] = set()  # (rtstream, job) bound to the current connection
         self._dedupe = SegmentDedupe()  # final transcript segments published (socket and backfill)
         self._last_start: dict[str, datetime] = {}  # rtstream -> start of the last final segment seen
+        self._cursor = cursor  # the same, in Redis, for the replica that takes over
+        self._cursor_failing = False  # a failed cursor write was logged (once per outage)
         self._transcribed: set[str] = set()  # rtstreams whose transcript was bound in this client's life
         self._refreshed = False  # the registry's sessions were fetched from VideoDB once at start
         self._logged_reasons: set[str] = set()  # frame rejection reasons logged on this connection
@@ -117,6 +123,7 @@ class VideoDBCollectionClient:
         self._refreshed = False  # each hold of the lease starts by refreshing the sessions it inherits
         backoff = Backoff(s.backoff_initial_s, s.backoff_max_s)
         down_since: float | None = None
+        connected_in_hold = False  # the first connect of a hold fetches back a predecessor's gap
         target = self.collection.id
         while True:
             try:
@@ -141,8 +148,12 @@ class VideoDBCollectionClient:
                     log.info("videodb %s: connected (connection %s)", target, self.connection_id)
                     await self.sync()
                     raise_if_cancelling()
-                    if down_since is not None:  # a reconnect: fetch back what the socket missed
+                    if not connected_in_hold:  # took the lease: fetch back what the predecessor missed
+                        connected_in_hold = True
+                        await self._backfill(known_only=True)
+                    elif down_since is not None:  # a reconnect: fetch back what the socket missed
                         await self._backfill()
+                    if down_since is not None:
                         self._metrics.upstream_gap_seconds.labels(PROVIDER).observe(time.monotonic() - down_since)
                         down_since = None
                     backoff.reset()
@@ -216,29 +227,71 @@ class VideoDBCollectionClient:
             self._logged_reasons.add(exc.reason)
             log.log(level, "videodb %s: frame rejected (%s)", self.collection.id, exc)  # reason (field): no content
             return
-        if self._first_time(event):
-            await self._publisher.publish(event, received_ns=received_ns)
+        await self._deliver(event, received_ns)
 
-    def _first_time(self, event: EventBase) -> bool:
-        """False for a final transcript segment already published; remembers the last one seen."""
-        if not isinstance(event, TranscriptEvent) or not event.payload.is_final or event.session.stream_id is None:
-            return True
-        rts, p = event.session.stream_id, event.payload
-        if not self._dedupe.first(segment_key(rts, p.start_time, p.end_time, p.text)):
-            return False
-        if p.start_time is not None and (rts not in self._last_start or p.start_time > self._last_start[rts]):
-            self._last_start[rts] = p.start_time
+    async def _deliver(self, event: EventBase, received_ns: int | None = None) -> bool:
+        """Publish ``event`` unless it is a final transcript segment already published (False);
+        after publishing a final segment, advance the rtstream's cursor (in memory and Redis)."""
+        final: tuple[str, Transcript] | None = None
+        if isinstance(event, TranscriptEvent) and event.payload.is_final and event.session.stream_id is not None:
+            final = event.session.stream_id, event.payload
+            rts, p = final
+            if not self._dedupe.first(segment_key(rts, p.start_time, p.end_time, p.text)):
+                return False
+        await self._publisher.publish(event, received_ns=received_ns)
+        if final is not None:
+            rts, p = final
+            if p.start_time is not None and (rts not in self._last_start or p.start_time > self._last_start[rts]):
+                self._last_start[rts] = p.start_time
+                await self._save_cursor(rts, p.start_time)
         return True
 
-    async def _backfill(self) -> None:
-        """After a reconnect: publish the final transcript segments the socket missed, fetched with
-        ``GET /rtstream/{id}/transcription?since=<start of the last segment seen>`` and deduplicated
-        against what the socket delivered (:mod:`~relay.providers.videodb.dedupe`)."""
+    async def _save_cursor(self, rts: str, start: datetime) -> None:
+        if self._cursor is None:
+            return
+        try:
+            async with asyncio.timeout(self._settings.http_timeout_s):
+                await self._cursor.set(rts, start)
+        except (RedisError, TimeoutError):
+            raise_if_cancelling()
+            self._metrics.redis_errors.labels("videodb_transcript_cursor").inc()
+            if not self._cursor_failing:
+                log.warning("videodb %s: cannot record the transcript position in Redis; a takeover may miss a gap",
+                            self.collection.id)  # fmt: skip
+            self._cursor_failing = True
+        else:
+            self._cursor_failing = False
+
+    async def _since(self, rts: str) -> datetime | None:
+        """The start of the last final segment published, by this process or (Redis) any other."""
+        mine = self._last_start.get(rts)
+        if self._cursor is None:
+            return mine
+        try:
+            async with asyncio.timeout(self._settings.http_timeout_s):
+                stored = await self._cursor.get(rts)
+        except (RedisError, TimeoutError):
+            raise_if_cancelling()
+            self._metrics.redis_errors.labels("videodb_transcript_cursor").inc()
+            return mine
+        if stored is None or (mine is not None and mine >= stored):
+            return mine
+        return stored
+
+    async def _backfill(self, *, known_only: bool = False) -> None:
+        """After a reconnect or a takeover: publish the final transcript segments the socket
+        missed, fetched with ``GET /rtstream/{id}/transcription?since=<start of the last segment
+        published>`` (in memory, or in Redis by whichever replica held the socket) and deduplicated
+        against what the socket delivered (:mod:`~relay.providers.videodb.dedupe`). With
+        ``known_only`` (a takeover) only rtstreams with such a start are fetched: a transcript no
+        replica published from is not fetched from its beginning."""
         max_pages = self._settings.backfill_max_pages
         for rts in sorted(self._transcribed):
             if not max_pages or (rts, "transcript") not in self._bound:
                 continue
-            since = self._last_start.get(rts)
+            since = await self._since(rts)
+            if since is None and known_only:
+                continue
             published = 0
             for page in range(1, max_pages + 1):
                 params: dict[str, str | int | float] = {"page": page, "page_size": 100}
@@ -263,8 +316,7 @@ class VideoDBCollectionClient:
                     except FrameRejected as exc:
                         self._metrics.frames_rejected.labels(PROVIDER, exc.reason).inc()
                         continue
-                    if self._first_time(event):
-                        await self._publisher.publish(event)
+                    if await self._deliver(event):
                         published += 1
                 if data.get("next_page") is not True:
                     break

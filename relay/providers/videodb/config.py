@@ -114,7 +114,7 @@ class VideoDBSettings(BaseModel):
     job_retry_initial_s: float = Field(default=1.0, gt=0)
     job_retry_max_s: float = Field(default=60.0, gt=0)
     job_failures_reported: int = Field(default=5, ge=1)
-    #: After a reconnect, transcript segments the socket missed are fetched back over REST, at
+    #: After a reconnect or a takeover, transcript segments the socket missed are fetched back over REST, at
     #: most this many pages of 100.
     backfill_max_pages: int = Field(default=20, ge=0)
 

@@ -31,7 +31,7 @@ from relay.providers.videodb.jobs import fetch_capture_session
 from relay.providers.videodb.lease import Lease
 from relay.providers.videodb.parse import RtStreamInfo
 from relay.providers.videodb.registry import RtStreamRegistry
-from relay.providers.videodb.store import JobStore
+from relay.providers.videodb.store import JobStore, TranscriptCursor
 from relay.providers.videodb.webhooks import WebhookReceiver
 from relay.core.publisher import EventPublisher
 
@@ -171,7 +171,9 @@ class VideoDBService:
             )
             registry = RtStreamRegistry(redis, key_prefix, collection.id)
             store = JobStore(redis, key_prefix, collection.id)
-            client = VideoDBCollectionClient(collection, settings, publisher, metrics, registry, http, store, key_prefix)
+            cursor = TranscriptCursor(redis, key_prefix, collection.id)
+            client = VideoDBCollectionClient(collection, settings, publisher, metrics, registry, http, store, key_prefix,
+                                             cursor=cursor)  # fmt: skip
             lease = Lease(redis, f"{key_prefix}:videodb:{collection.id}:lease", settings.lease_ttl_s)
             self._http[collection.id] = http
             registries[collection.id] = registry

@@ -8,18 +8,24 @@ successor (``docs/protocols/videodb.md``, section 4, "Index lifetime"):
 * ``<prefix>:videodb:<collection>:jobs:<rtstream_id>``: a hash, field = job (``transcript``,
   ``audio_index``, ``visual_index``, ``alert:<label>``), value = VideoDB's id (the connection id
   for the transcript);
-* ``<prefix>:videodb:<collection>:events``: a hash, alert label -> VideoDB event id (created once).
+* ``<prefix>:videodb:<collection>:events``: a hash, alert label -> VideoDB event id (created once);
+* ``<prefix>:videodb:<collection>:transcript_since``: a hash, rtstream id -> start (epoch
+  milliseconds) of the last final transcript segment published, written when it advances, so a
+  replica that takes the collection over fetches back the gap of the failover
+  (:class:`TranscriptCursor`).
 
-Both expire after a week without writes, like the rtstream registry.
+All expire after a week without writes, like the rtstream registry.
 """
 
 from __future__ import annotations
+
+from datetime import datetime, timezone
 
 from redis.asyncio import Redis
 
 from relay.providers.videodb.registry import REGISTRY_TTL_S
 
-__all__ = ["JobStore"]
+__all__ = ["JobStore", "TranscriptCursor"]
 
 
 def _text(value: bytes | str) -> str:
@@ -63,3 +69,27 @@ class JobStore:
 
     async def forget_event(self, label: str) -> None:
         await self._redis.hdel(self.events_key, label)
+
+
+class TranscriptCursor:
+    """Per rtstream, the start of the last final transcript segment published (see the module
+    docstring). Redis errors propagate."""
+
+    def __init__(self, redis: Redis, key_prefix: str, collection: str) -> None:
+        self._redis = redis
+        self.key = f"{key_prefix}:videodb:{collection}:transcript_since"
+
+    async def get(self, rtstream_id: str) -> datetime | None:
+        value = await self._redis.hget(self.key, rtstream_id)
+        if value is None:
+            return None
+        try:
+            return datetime.fromtimestamp(int(_text(value)) / 1000, timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            return None
+
+    async def set(self, rtstream_id: str, start: datetime) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key, rtstream_id, str(round(start.timestamp() * 1000)))
+            pipe.expire(self.key, REGISTRY_TTL_S)
+            await pipe.execute()

@@ -7,6 +7,7 @@ deduplicated and signed, and one collection's socket is held by one process at a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import orjson
@@ -484,3 +485,42 @@ async def test_transcript_and_alert_callbacks_are_published_never_refused(videod
     assert alert.payload.start.timestamp() == 1768912500 and alert.payload.end.timestamp() == 1768912504
     assert by_type["generic"].payload.provider_type == "callback.something_new"
     assert len(events.events) == 3
+
+
+async def test_a_takeover_fetches_back_the_failover_gap_and_every_segment_arrives_once(
+    videodb_emulator, redis_url, redis_client, collect
+) -> None:
+    emu = videodb_emulator
+    finals = collect("relay:events:videodb:*:transcript.final")
+    settings = settings_for(emu, audio_index=False, visual_index=False, alerts=[])
+    said: list[str] = []
+    first_holder = contextlib.AsyncExitStack()
+    a = await first_holder.enter_async_context(running_service(settings, redis_url))
+    try:
+        assert await emu.post_webhook(a.webhook_url, ACTIVE) == [200]
+        first = await emu.wait_bound("rts-1", "transcript")
+        assert a.service.holds("default")
+        async with running_service(settings, redis_url) as b:  # a standby
+            said += [s.text for s in await emu.speak("rts-1", 1.0, every_ms=250)]  # heard by the first holder
+            await finals.wait_for(len(said))
+            assert not b.service.holds("default")
+            emu.fail_url(503)  # the standby cannot open its socket until the gap is over
+            await first_holder.aclose()  # the holder goes away (a rollout): the lease is released
+            await wait_until(lambda: b.service.holds("default"))
+            gap = await emu.speak("rts-1", 2.0, every_ms=250)  # the transcription runs on; nobody hears it
+            assert len(gap) == 8
+            said += [s.text for s in gap]
+            emu.fail_url(None)
+            await emu.wait_until(lambda: emu.is_live_bound("rts-1", "transcript") and emu.bound_to("rts-1", "transcript") != first)
+            said += [s.text for s in await emu.speak("rts-1", 1.0, every_ms=250)]
+            marker = await emu.speak("rts-1", 0.25, every_ms=250, prefix="marker")
+            said += [s.text for s in marker]
+            await finals.wait_for(len(said))
+            # The marker is the last segment spoken; anything published twice would be published before it.
+            await wait_until(lambda: any(e.payload.text == marker[0].text for e in finals.events))
+            texts = [e.payload.text for e in finals.events]
+            assert sorted(texts) == sorted(said), "every segment exactly once"
+            assert [e.payload.text for e in finals.events[4:12]] == [s.text for s in gap]  # fetched back in order
+            assert ("GET", "/rtstream/rts-1/transcription") in emu.requests
+    finally:
+        await first_holder.aclose()
