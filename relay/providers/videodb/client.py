@@ -53,7 +53,7 @@ from relay.providers.videodb.dedupe import SegmentDedupe, segment_key
 from relay.providers.videodb.parse import RtStreamInfo, parse_frame, parse_hello, parse_transcript_record, session_for
 from relay.providers.videodb.registry import RtStreamRegistry
 from relay.providers.videodb.retry import JobRetryPolicy
-from relay.providers.videodb.store import JobStore, TranscriptCursor
+from relay.providers.videodb.store import JobStore, SegmentMarks, TranscriptCursor
 from relay.core.publisher import EventPublisher
 from relay.schema import EventBase, EventTime, Source, StreamError, StreamErrorEvent, Transcript, TranscriptEvent
 
@@ -90,6 +90,7 @@ class VideoDBCollectionClient:
         store: JobStore,
         name_prefix: str = "relay",
         cursor: TranscriptCursor | None = None,
+        marks: SegmentMarks | None = None,
     ) -> None:
         self.collection = collection
         self._settings = settings
@@ -105,6 +106,7 @@ class VideoDBCollectionClient:
         self._last_start: dict[str, datetime] = {}  # rtstream -> start of the last final segment seen
         self._cursor = cursor  # the same, in Redis, for the replica that takes over
         self._cursor_failing = False  # a failed cursor write was logged (once per outage)
+        self._marks = marks  # final segments published by any replica (socket, backfill, callbacks)
         self._transcribed: set[str] = set()  # rtstreams whose transcript was bound in this client's life
         self._refreshed = False  # the registry's sessions were fetched from VideoDB once at start
         self._logged_reasons: set[str] = set()  # frame rejection reasons logged on this connection
@@ -230,14 +232,18 @@ class VideoDBCollectionClient:
         await self._deliver(event, received_ns)
 
     async def _deliver(self, event: EventBase, received_ns: int | None = None) -> bool:
-        """Publish ``event`` unless it is a final transcript segment already published (False);
+        """Publish ``event`` unless it is a final transcript segment already published (False:
+        seen by this client, else claimed in Redis by any replica's socket, backfill or callback);
         after publishing a final segment, advance the rtstream's cursor (in memory and Redis)."""
         final: tuple[str, Transcript] | None = None
         if isinstance(event, TranscriptEvent) and event.payload.is_final and event.session.stream_id is not None:
             final = event.session.stream_id, event.payload
             rts, p = final
-            if not self._dedupe.first(segment_key(rts, p.start_time, p.end_time, p.text)):
+            key = segment_key(rts, p.start_time, p.end_time, p.text)
+            if not self._dedupe.first(key):
                 return False
+            if self._marks is not None and not await self._marks.first(key):
+                return False  # a transcript callback (on any replica) was first
         await self._publisher.publish(event, received_ns=received_ns)
         if final is not None:
             rts, p = final

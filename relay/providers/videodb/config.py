@@ -117,6 +117,9 @@ class VideoDBSettings(BaseModel):
     #: After a reconnect or a takeover, transcript segments the socket missed are fetched back over REST, at
     #: most this many pages of 100.
     backfill_max_pages: int = Field(default=20, ge=0)
+    #: A final transcript segment published is remembered this long (Redis, shared by replicas),
+    #: so one that comes on the socket, in a backfill and as a transcript callback is published once.
+    segment_dedupe_ttl_s: int = Field(default=3600, gt=0)
 
     # --- webhooks (capture-session lifecycle, transcript and alert callbacks) --------------------
     webhook_path: str = Field(default="/videodb/webhook", pattern=r"^/[A-Za-z0-9_./\-]*$")

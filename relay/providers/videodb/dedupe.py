@@ -5,15 +5,20 @@ After a reconnect the client fetches back over REST what the socket missed
 VideoDB's ``since`` may include the last segment seen. A segment is identified by (rtstream,
 start, end, text), times rounded to the millisecond: the socket sends epoch milliseconds and the
 REST API epoch seconds. Per rtstream the last ``per_stream`` keys are remembered.
+
+Across replicas (a segment can also come as a transcript callback, to any replica) the same key
+is claimed in Redis (:class:`~relay.providers.videodb.store.SegmentMarks`) under
+:func:`segment_digest`; this in-memory check comes first and saves the round trip for repeats.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
 
-__all__ = ["SegmentDedupe", "segment_key"]
+__all__ = ["SegmentDedupe", "segment_digest", "segment_key"]
 
 SegmentKey = tuple[str, int | None, int | None, str]
 
@@ -24,6 +29,13 @@ def _ms(value: datetime | None) -> int | None:
 
 def segment_key(rtstream_id: str, start: datetime | None, end: datetime | None, text: str) -> SegmentKey:
     return (rtstream_id, _ms(start), _ms(end), text.strip())
+
+
+def segment_digest(key: SegmentKey) -> str:
+    """A stable hex SHA-256 of ``key`` (for a Redis key name): the same on every replica."""
+    rts, start, end, text = key
+    raw = "\x1f".join((rts, "" if start is None else str(start), "" if end is None else str(end), text))
+    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 class SegmentDedupe:

@@ -31,7 +31,7 @@ from relay.providers.videodb.jobs import fetch_capture_session
 from relay.providers.videodb.lease import Lease
 from relay.providers.videodb.parse import RtStreamInfo
 from relay.providers.videodb.registry import RtStreamRegistry
-from relay.providers.videodb.store import JobStore, TranscriptCursor
+from relay.providers.videodb.store import JobStore, SegmentMarks, TranscriptCursor
 from relay.providers.videodb.webhooks import WebhookReceiver
 from relay.core.publisher import EventPublisher
 
@@ -161,6 +161,7 @@ class VideoDBService:
         self._http: dict[str, httpx.AsyncClient] = {}
         self._runners: dict[str, _CollectionRunner] = {}
         registries: dict[str, RtStreamRegistry] = {}
+        marks: dict[str, SegmentMarks] = {}
         collections = settings.resolved() if settings.enabled else []
         for collection in collections:
             http = httpx.AsyncClient(
@@ -172,14 +173,16 @@ class VideoDBService:
             registry = RtStreamRegistry(redis, key_prefix, collection.id)
             store = JobStore(redis, key_prefix, collection.id)
             cursor = TranscriptCursor(redis, key_prefix, collection.id)
+            marks[collection.id] = SegmentMarks(redis, key_prefix, collection.id, settings.segment_dedupe_ttl_s, metrics,
+                                                settings.http_timeout_s)  # fmt: skip
             client = VideoDBCollectionClient(collection, settings, publisher, metrics, registry, http, store, key_prefix,
-                                             cursor=cursor)  # fmt: skip
+                                             cursor=cursor, marks=marks[collection.id])  # fmt: skip
             lease = Lease(redis, f"{key_prefix}:videodb:{collection.id}:lease", settings.lease_ttl_s)
             self._http[collection.id] = http
             registries[collection.id] = registry
             self._runners[collection.id] = _CollectionRunner(collection, settings, client, lease, metrics)
         self._webhooks = WebhookReceiver(settings, publisher, metrics, redis, registries, self._on_active, key_prefix,
-                                         fetch_session=self._fetch_session)  # fmt: skip
+                                         fetch_session=self._fetch_session, segment_marks=marks)  # fmt: skip
         self._started = False
 
     @property

@@ -14,18 +14,30 @@ successor (``docs/protocols/videodb.md``, section 4, "Index lifetime"):
   replica that takes the collection over fetches back the gap of the failover
   (:class:`TranscriptCursor`).
 
-All expire after a week without writes, like the rtstream registry.
+These expire after a week without writes, like the rtstream registry. And
+
+* ``<prefix>:videodb:<collection>:segment:<sha256>``: a final transcript segment published
+  (``SET NX EX segment_dedupe_ttl_s``), claimed by whichever of the socket, the backfill and a
+  transcript callback (on any replica) gets it first (:class:`SegmentMarks`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import datetime, timezone
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from relay.core.metrics import RelayMetrics
+from relay.providers.videodb.dedupe import SegmentKey, segment_digest
 
 from relay.providers.videodb.registry import REGISTRY_TTL_S
 
-__all__ = ["JobStore", "TranscriptCursor"]
+__all__ = ["JobStore", "SegmentMarks", "TranscriptCursor"]
+
+log = logging.getLogger("relay.videodb.store")
 
 
 def _text(value: bytes | str) -> str:
@@ -93,3 +105,42 @@ class TranscriptCursor:
             pipe.hset(self.key, rtstream_id, str(round(start.timestamp() * 1000)))
             pipe.expire(self.key, REGISTRY_TTL_S)
             await pipe.execute()
+
+
+class SegmentMarks:
+    """Final transcript segments published, across replicas (see the module docstring).
+
+    :meth:`first` never raises for Redis: if Redis cannot answer (within ``timeout_s``) the segment
+    counts as new (published at least once: a duplicate beats a loss), the failure is counted as
+    ``relay_redis_errors_total{operation="videodb_segment_dedupe"}`` and logged once per outage.
+    """
+
+    def __init__(self, redis: Redis, key_prefix: str, collection: str, ttl_s: int, metrics: RelayMetrics,
+                 timeout_s: float) -> None:  # fmt: skip
+        self._redis = redis
+        self._base = f"{key_prefix}:videodb:{collection}:segment"
+        self._ttl_s = ttl_s
+        self._metrics = metrics
+        self._timeout_s = timeout_s
+        self._failing = False
+
+    def key(self, segment: SegmentKey) -> str:
+        return f"{self._base}:{segment_digest(segment)}"
+
+    async def first(self, segment: SegmentKey) -> bool:
+        """True if no replica published ``segment`` yet (and claims it), False if one did."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                claimed = await self._redis.set(self.key(segment), b"1", nx=True, ex=self._ttl_s)
+        except (RedisError, TimeoutError):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from None
+            self._metrics.redis_errors.labels("videodb_segment_dedupe").inc()
+            if not self._failing:
+                log.warning("videodb: cannot deduplicate transcript segments across replicas (Redis); "
+                            "publishing them anyway (duplicates possible)")  # fmt: skip
+            self._failing = True
+            return True
+        self._failing = False
+        return bool(claimed)

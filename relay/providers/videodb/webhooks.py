@@ -20,7 +20,9 @@ A worker task then, per delivery:
    /collection/{c}/capture/session/{id}``; the webhook's ``data.rtstreams`` if that fails), records
    its rtstreams in the registry and calls ``on_active`` (the lease holder binds the jobs); on
    ``stopped``/``exported``/``failed`` forgets them;
-5. publishes the ``session.status`` event (or the callback's transcript, alert or generic event).
+5. publishes the ``session.status`` event (or the callback's transcript, alert or generic event;
+   a final transcript segment only if no replica's socket, backfill or callback published it yet:
+   :class:`~relay.providers.videodb.store.SegmentMarks`).
 
 **Authentication.** VideoDB does not sign callbacks. With ``webhook_token`` set, the callback URL
 given to VideoDB carries ``?token=<it>`` and every delivery must too (compared in constant time;
@@ -52,8 +54,11 @@ from relay.errors import FrameRejected
 from relay.providers.videodb.config import VideoDBSettings
 from relay.errors import UpstreamError
 from relay.providers.videodb.parse import Callback, RtStreamInfo, Webhook, parse_callback
+from relay.providers.videodb.dedupe import segment_key
 from relay.providers.videodb.registry import RtStreamRegistry
+from relay.providers.videodb.store import SegmentMarks
 from relay.core.publisher import EventPublisher
+from relay.schema import TranscriptEvent
 
 __all__ = ["WebhookReceiver", "sign"]
 
@@ -84,8 +89,10 @@ class WebhookReceiver:
         on_active: Callable[[str], Awaitable[None] | None],
         key_prefix: str = "relay",
         fetch_session: SessionFetcher | None = None,
+        segment_marks: Mapping[str, SegmentMarks] | None = None,
     ) -> None:
         self._fetch_session = fetch_session
+        self._segment_marks = segment_marks or {}
         self._settings = settings
         self._publisher = publisher
         self._metrics = metrics
@@ -206,6 +213,14 @@ class WebhookReceiver:
         known = {s.rtstream_id for s in fetched}
         return fetched + tuple(s for s in hook.rtstreams if s.rtstream_id not in known)
 
+    async def _first_segment(self, collection: str, hook: Callback) -> bool:
+        """False for a final transcript segment a replica's socket, backfill or callback published."""
+        event, marks = hook.published, self._segment_marks.get(collection)
+        if marks is None or not isinstance(event, TranscriptEvent) or not event.payload.is_final or event.session.stream_id is None:
+            return True
+        p = event.payload
+        return await marks.first(segment_key(event.session.stream_id, p.start_time, p.end_time, p.text))
+
     async def _process(self, collection: str, hook: Webhook | Callback) -> None:
         key = self._dedupe_key(hook)
         timeout = self._settings.http_timeout_s  # a partitioned Redis must not stall the queue
@@ -221,6 +236,9 @@ class WebhookReceiver:
             self._metrics.videodb_webhooks.labels("duplicate").inc()
             return
         if isinstance(hook, Callback):
+            if not await self._first_segment(collection, hook):
+                self._metrics.videodb_webhooks.labels("duplicate").inc()
+                return
             await self._publisher.publish(hook.published)
             return
         registry = self._registries[collection]

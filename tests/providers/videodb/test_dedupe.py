@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from relay.providers.videodb.dedupe import SegmentDedupe, segment_key
+from relay.providers.videodb.dedupe import SegmentDedupe, segment_digest, segment_key
 from relay.providers.videodb.parse import epoch_to_datetime
 
 
@@ -42,3 +42,13 @@ def test_memory_is_bounded_per_rtstream_and_ended_rtstreams_are_forgotten() -> N
     assert dedupe.first(other)
     dedupe.retain(["rts-1"])
     assert dedupe.first(other) and not dedupe.first(keys[3])
+
+
+def test_the_digest_is_the_same_for_the_same_segment_in_ms_and_seconds() -> None:
+    socket = segment_key("rts-1", at(1768910400120), at(1768910401480), "we ship on Friday")
+    rest = segment_key("rts-1", at(1768910400.12), at(1768910401.48), " we ship on Friday")
+    assert segment_digest(socket) == segment_digest(rest)
+    assert len(segment_digest(socket)) == 64
+    assert segment_digest(socket) != segment_digest(segment_key("rts-1", at(1768910400.12), at(1768910401.48), "we ship"))
+    assert segment_digest(socket) != segment_digest(segment_key("rts-2", at(1768910400.12), at(1768910401.48), "we ship on Friday"))
+    assert segment_digest(segment_key("rts-1", None, None, "x")) != segment_digest(segment_key("rts-1", at(0), None, "x"))

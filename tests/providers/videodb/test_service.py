@@ -524,3 +524,85 @@ async def test_a_takeover_fetches_back_the_failover_gap_and_every_segment_arrive
             assert ("GET", "/rtstream/rts-1/transcription") in emu.requests
     finally:
         await first_holder.aclose()
+
+
+def transcript_callback(text: str, start: int, end: int, **extra: object) -> dict:
+    return {"type": "transcript", "rtstream_id": "rts-1", **extra, "data": {"text": text, "is_final": True, "start": start, "end": end}}
+
+
+async def test_a_segment_on_the_socket_and_as_a_callback_is_published_once(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    finals = collect("relay:events:videodb:*:transcript.final")
+    settings = settings_for(emu, audio_index=False, visual_index=False, alerts=[])
+    async with running_service(settings, redis_url) as relay:
+        assert await emu.post_webhook(relay.webhook_url, ACTIVE) == [200]
+        await emu.wait_bound("rts-1", "transcript")
+        one = {"text": "socket first", "is_final": True, "start": 1710000001000, "end": 1710000002000}
+        assert await emu.emit("rts-1", "transcript", one)
+        await finals.wait_for(1)
+        assert await emu.post_webhook(relay.webhook_url, transcript_callback("socket first", 1710000001000, 1710000002000)) == [200]
+        await wait_until(lambda: sample(relay.metrics, "relay_videodb_webhooks_total", outcome="duplicate") == 1)
+        # The other way round: the callback first, then the socket.
+        assert await emu.post_webhook(relay.webhook_url, transcript_callback("callback first", 1710000003000, 1710000004000)) == [200]
+        await finals.wait_for(2)
+        assert await emu.emit("rts-1", "transcript", {"text": "callback first", "is_final": True, "start": 1710000003000, "end": 1710000004000})
+        assert await emu.emit("rts-1", "transcript", {"text": "marker", "is_final": True, "start": 1710000005000, "end": 1710000006000})
+        await wait_until(lambda: any(e.payload.text == "marker" for e in finals.events))
+        assert [e.payload.text for e in finals.events] == ["socket first", "callback first", "marker"]
+
+
+async def test_a_segment_called_back_to_two_replicas_is_published_once(videodb_emulator, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    finals = collect("relay:events:videodb:*:transcript.final")
+    settings = settings_for(emu, audio_index=False, visual_index=False, alerts=[])
+    async with running_service(settings, redis_url) as a, running_service(settings, redis_url) as b:
+        # Two deliveries of one segment whose bodies differ (so the body's hash does not catch it).
+        assert await emu.post_webhook(a.webhook_url, transcript_callback("twice", 1710000001000, 1710000002000)) == [200]
+        assert await emu.post_webhook(b.webhook_url, transcript_callback("twice ", 1710000001000, 1710000002000,
+                                                                         rtstream_name="mic:default")) == [200]  # fmt: skip
+        await wait_until(lambda: sum(sample(r.metrics, "relay_videodb_webhooks_total", outcome="duplicate") for r in (a, b)) == 1)
+        assert await emu.post_webhook(a.webhook_url, transcript_callback("marker", 1710000003000, 1710000004000)) == [200]
+        await wait_until(lambda: any(e.payload.text == "marker" for e in finals.events))
+        assert [e.payload.text for e in finals.events] == ["twice", "marker"]
+
+
+async def test_a_segment_is_published_while_redis_cannot_deduplicate(videodb_emulator, redis_server, redis_url, redis_client, collect) -> None:
+    emu = videodb_emulator
+    settings = settings_for(emu, audio_index=False, visual_index=False, alerts=[])
+    async with running_service(settings, redis_url) as relay:
+        assert await emu.post_webhook(relay.webhook_url, ACTIVE) == [200]
+        await emu.wait_bound("rts-1", "transcript")
+        redis_server.stop()
+        try:
+            assert await emu.emit("rts-1", "transcript", {"text": "in the outage", "is_final": True, "start": 1710000001000, "end": 1710000002000})
+            await wait_until(lambda: sample(relay.metrics, "relay_redis_errors_total", operation="videodb_segment_dedupe") == 1)
+        finally:
+            redis_server.start()
+        finals = collect("relay:events:videodb:*:transcript.final")  # before the publisher's next retry
+        got = await finals.wait_for(1)
+        assert got[0].payload.text == "in the outage"
+
+
+async def test_segment_marks_without_redis_say_first_count_and_log_once(caplog) -> None:
+    import socket
+
+    import redis.asyncio as aioredis
+
+    from relay.core.metrics import RelayMetrics
+    from relay.providers.videodb.dedupe import segment_key
+    from relay.providers.videodb.store import SegmentMarks
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    metrics = RelayMetrics()
+    redis = aioredis.Redis(host="127.0.0.1", port=port)
+    marks = SegmentMarks(redis, "relay", "default", 60, metrics, timeout_s=2.0)
+    key = segment_key("rts-1", None, None, "text")
+    try:
+        with caplog.at_level(logging.WARNING, logger="relay.videodb"):
+            assert await marks.first(key) and await marks.first(key)  # published anyway, twice
+    finally:
+        await redis.aclose()
+    assert sample(metrics, "relay_redis_errors_total", operation="videodb_segment_dedupe") == 2
+    assert len([r for r in caplog.records if "deduplicate" in r.getMessage()]) == 1
