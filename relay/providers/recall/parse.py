@@ -583,7 +583,7 @@ class RecallParser:
 
     def __init__(self) -> None:
         self._session: _Known = _NOBODY  # (SessionRef, its JSON fields) of the last frame that named one
-        self._session_key: tuple[Any, Any, Any] | None = None
+        self._session_key: bytes | None = None
         self._participants: dict[Any, tuple[object, _Known]] = {}  # id -> (its JSON bytes or _LEGACY, participant)
         self._legacy: tuple[str, float] | None = None  # (_MIXED | _SEPARATE | _VIDEO, offset) once a header came
         self._legacy_samples: dict[int | None, int] = {}  # legacy PCM bytes seen per stream, for timing
@@ -724,7 +724,9 @@ class RecallParser:
             return []
         name = _str(event, "event")
         data = _obj(obj.get("data"), "data")
-        key = (data.get("recording"), data.get("bot"), data.get("realtime_endpoint"))
+        # As JSON bytes, not a tuple of dicts: ``==`` takes ``true`` for ``1`` and ``1`` for ``1.0``,
+        # so a metadata value changing only in type would keep the session built before.
+        key = orjson.dumps((data.get("recording"), data.get("bot"), data.get("realtime_endpoint")))
         session = self._session_of(key, data)
         inner = data.get("data")
         handler = self._HANDLERS.get(name)
@@ -739,9 +741,9 @@ class RecallParser:
         self._session, self._session_key = session, key
         return [out]
 
-    def _session_of(self, key: tuple[Any, Any, Any], data: dict[str, Any]) -> _Known:
-        # Every frame of a connection repeats the same recording/bot/endpoint: compare the raw
-        # dicts (cheap) and rebuild only when they change.
+    def _session_of(self, key: bytes, data: dict[str, Any]) -> _Known:
+        # Every frame of a connection repeats the same recording/bot/endpoint: compare their JSON
+        # bytes (cheap) and rebuild only when they change.
         if self._session[0] is not None and key == self._session_key:
             return self._session
         return _build_session(data)

@@ -153,6 +153,18 @@ def test_a_participant_that_changes_only_in_json_type_is_built_anew() -> None:
     assert reason(orjson.dumps(frame("participant_events.join", {"participant": host_one, "timestamp": TIMESTAMP})).decode(), parser) == "invalid_field"
 
 
+def test_a_session_whose_metadata_changes_only_in_json_type_is_built_anew() -> None:
+    """Likewise the session: endpoint metadata ``{"asapp": true}`` then ``{"asapp": 1}`` on one
+    connection are two sessions' worth of metadata, each published as sent."""
+    parser = RecallParser()
+    join = {"participant": RECALL_PARTICIPANT, "timestamp": TIMESTAMP, "data": None}
+    for value in (True, 1, 1.0, "1", True):
+        obj = frame("participant_events.join", join)
+        obj["data"]["realtime_endpoint"] = {"id": "re-1", "metadata": {"asapp": value}}
+        metadata = feed_one(obj, parser).session.metadata
+        assert orjson.dumps(metadata) == orjson.dumps({"asapp": value}), value
+
+
 def test_chat_message() -> None:
     event = feed_one(frame("participant_events.chat_message", {
         "participant": RECALL_PARTICIPANT, "timestamp": TIMESTAMP, "data": {"text": "see you at 3", "to": "everyone"},
