@@ -9,6 +9,11 @@ Every error the relay raises on purpose is a :class:`RelayError`:
 * :class:`UpstreamError`: a call to a provider failed (network, 5xx, a body that is not what the
   provider documents); :class:`AuthRejected` when its answer was 401/403 (retrying cannot help).
 * :class:`ConfigError`: a setting is invalid; the message names it, never a secret's value.
+* :class:`LogError`: reading the durable log cannot give what was asked:
+  :class:`BadPosition` (not a log position), :class:`SessionNotFound` (no log for that session),
+  :class:`HistoryTrimmed` (retention removed entries after the position), :class:`HistoryLost`
+  (the log was lost, e.g. Redis restarted without persistence). A consumer is told, never handed
+  a silently partial meeting.
 
 Every parser (Recall, VideoDB, ASAPP) says the same thing the same way: JSON that does not parse is
 ``invalid_json`` wherever it came from. docs/operations.md lists the reasons and what each means
@@ -22,7 +27,12 @@ from typing import Final, Literal, get_args
 __all__ = [
     "REJECT_REASONS",
     "AuthRejected",
+    "BadPosition",
     "ConfigError",
+    "HistoryLost",
+    "HistoryTrimmed",
+    "LogError",
+    "SessionNotFound",
     "FrameRejected",
     "RejectReason",
     "RelayError",
@@ -93,3 +103,28 @@ class AuthRejected(UpstreamError):
 
 class ConfigError(RelayError):
     """A setting is invalid; the message names it and never contains a secret's value."""
+
+
+class LogError(RelayError):
+    """Reading a session's log cannot give what was asked; ``session`` names it (may be None)."""
+
+    def __init__(self, message: str, session: str | None = None) -> None:
+        super().__init__(message)
+        self.session = session
+
+
+class BadPosition(LogError):
+    """Not a log position (a Redis Stream entry id such as ``1733130000000-0``)."""
+
+
+class SessionNotFound(LogError):
+    """The session has no log: never seen, or past its retention (the whole log expired)."""
+
+
+class HistoryTrimmed(LogError):
+    """Entries after the position were removed by retention: the rest of the meeting is not whole."""
+
+
+class HistoryLost(LogError):
+    """The log does not hold the position and retention did not remove it: the log itself was lost
+    (Redis restarted without persistence, or the key was deleted)."""

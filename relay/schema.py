@@ -10,7 +10,9 @@ The union :data:`Event` discriminates on ``type``; a ``type`` the schema does no
 :class:`GenericEvent`, so a new provider event type never breaks a consumer.
 
 The schema is versioned by :data:`SCHEMA_VERSION`. Adding optional fields or new types keeps the
-version; renaming or removing a field, or changing its meaning, bumps it.
+version; renaming or removing a field, or changing its meaning, bumps it. So consumers must ignore
+fields they do not know: :func:`parse_event` does (the models themselves refuse unknown fields, so
+that a typo in a parser fails its tests instead of shipping).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, TypeAlias, Union
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 SCHEMA_VERSION: Final = 1
 
@@ -191,6 +193,7 @@ class IndexResult(_Model):
 class Alert(_Model):
     label: str
     triggered: bool
+    text: str | None = Field(default=None, description="What the provider says happened (VideoDB's alert `text`).")
     confidence: float | None = None
     start: datetime | None = None
     end: datetime | None = None
@@ -201,6 +204,18 @@ class SessionStatus(_Model):
 
     status: str
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionLifecycle(_Model):
+    """A meeting began or ended, as the relay saw it; published once per meeting across relay processes."""
+
+    reason: str | None = Field(
+        default=None,
+        description="For `session.ended`: `disconnected` (the bot's last connection closed and it did not come back "
+        "within the grace period).",
+    )
+    started: datetime | None = Field(default=None, description="When the relay first saw the meeting.")
+    ended: datetime | None = Field(default=None, description="For `session.ended`: when its last connection closed.")
 
 
 class StreamSummary(_Model):
@@ -247,6 +262,11 @@ class EventBase(_Model):
     session: SessionRef
     participant: Participant | None = None
     time: EventTime
+    log_id: str | None = Field(
+        default=None,
+        description="Where the event sits in its session's log (the Redis Stream entry id); null when the log is off. "
+        "A live consumer that missed messages fills the gap from the log after it.",
+    )
 
     @property
     def metric_type(self) -> str:
@@ -254,8 +274,12 @@ class EventBase(_Model):
         return "generic" if isinstance(self, GenericEvent) else self.type
 
     def to_json(self) -> bytes:
-        return self.model_dump_json().encode()
+        """The event as published and logged; ``log_id`` is Redis's to give (see relay/core/event_log.py)."""
+        return self.model_dump_json(exclude=_NOT_PUBLISHED).encode()
 
+
+#: Filled in by Redis when the event is logged, so never part of the body the relay sends.
+_NOT_PUBLISHED: Final[set[str]] = {"log_id"}
 
 PARTICIPANT_TYPES: Final = tuple(f"participant.{a}" for a in ParticipantAction.__args__)  # type: ignore[attr-defined]
 
@@ -307,6 +331,11 @@ class SessionStatusEvent(EventBase):
     payload: SessionStatus
 
 
+class SessionLifecycleEvent(EventBase):
+    type: Literal["session.started", "session.ended"]
+    payload: SessionLifecycle
+
+
 class StreamSummaryEvent(EventBase):
     type: Literal["stream.summary"] = "stream.summary"
     payload: StreamSummary
@@ -326,7 +355,7 @@ class GenericEvent(EventBase):
 
 EVENT_CLASSES: Final[tuple[type[EventBase], ...]] = (
     ParticipantEvent, ChatMessageEvent, TranscriptEvent, ProviderDataEvent, AudioChunkEvent,
-    VideoFrameEvent, IndexEvent, AlertEvent, SessionStatusEvent, StreamSummaryEvent,
+    VideoFrameEvent, IndexEvent, AlertEvent, SessionStatusEvent, SessionLifecycleEvent, StreamSummaryEvent,
     StreamErrorEvent,
 )  # fmt: skip
 
@@ -419,8 +448,29 @@ EVENT_ADAPTER: Final[TypeAdapter[EventBase]] = TypeAdapter(Event)
 
 
 def parse_event(data: bytes | str) -> EventBase:
-    """Parse one published event (JSON) into its typed model."""
-    return EVENT_ADAPTER.validate_json(data)
+    """Parse one published event (JSON) into its typed model, ignoring fields this schema does not know.
+
+    A newer relay may add optional fields (see the module docstring); they are dropped here rather
+    than failing the event. Anything else wrong raises :class:`pydantic.ValidationError`.
+    """
+    try:
+        return EVENT_ADAPTER.validate_json(data)
+    except ValidationError as exc:
+        unknown = [err["loc"][1:] for err in exc.errors() if err["type"] == "extra_forbidden"]
+        if not unknown or len(unknown) != exc.error_count():
+            raise
+    # Rare (a newer relay's event): strip what is unknown and validate again.
+    value = orjson.loads(data)
+    for loc in unknown:
+        _drop(value, loc)
+    return EVENT_ADAPTER.validate_python(value)
+
+
+def _drop(value: Any, loc: tuple[int | str, ...]) -> None:
+    """Delete the item at ``loc`` (a validation error's path) inside nested dicts and lists."""
+    for part in loc[:-1]:
+        value = value[part]
+    del value[loc[-1]]
 
 
 def json_schema() -> dict[str, Any]:

@@ -108,6 +108,25 @@ class RedisSettings(_Section):
         return value
 
 
+class LogSettings(_Section):
+    """The durable per-meeting log (Redis Streams; docs/events.md, "The log")."""
+
+    #: Append every text event to its session's log (and say its position in the live message).
+    enabled: bool = True
+    #: Entries kept per session (XADD MAXLEN ~): an hour of a busy meeting is a few thousand.
+    max_entries: int = Field(default=100_000, ge=100)
+    #: Also log audio and video, into a stream of their own with its own, short bound.
+    media: bool = False
+    media_max_entries: int = Field(default=6_000, ge=100)
+    #: Put ``log_id`` into live messages. Off for consumers whose parser refuses unknown fields.
+    live_log_id: bool = True
+    #: A session's keys expire this long after it ended (and after this long without activity).
+    retention_s: int = Field(default=86_400, ge=60)
+    #: A bot whose last connection closed has ended once it has not come back for this long (Recall
+    #: retries a dropped connection for about 90 s).
+    end_grace_s: float = Field(default=120.0, gt=0)
+
+
 class RecallSettings(_Section):
     path: str = "/recall"
     tokens: SecretList = Field(default_factory=list)
@@ -155,6 +174,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     redis: RedisSettings = RedisSettings()
     recall: RecallSettings = RecallSettings()
+    log: LogSettings = LogSettings()
     videodb: VideoDBSettings = VideoDBSettings()
     asapp: AsappSettings = AsappSettings()
 

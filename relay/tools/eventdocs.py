@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel
@@ -37,7 +37,10 @@ from relay.schema import (
     EventBase,
     EventTime,
     Participant,
+    SessionLifecycle,
+    SessionLifecycleEvent,
     SessionRef,
+    Source,
 )
 
 __all__ = ["Example", "MEANINGS", "examples", "render", "documented_types", "main"]
@@ -73,6 +76,10 @@ MEANINGS: Final[dict[str, str]] = {
     "index.audio": "A VideoDB description of what was said or heard during a time span.",
     "alert": "A VideoDB alert: a described condition became true (or stopped being true).",
     "session.status": "A provider session changed state (e.g. a VideoDB capture session started or stopped).",
+    "session.started": "The relay saw a meeting for the first time (once per meeting, whichever relay process saw "
+                       "it): the first entry of the meeting's log.",
+    "session.ended": "The meeting's bot left: its last connection closed and it did not come back within the grace "
+                     "period (once per meeting): the last entry of the meeting's log.",
     "stream.summary": "A provider stream finished and reported its totals (ASAPP `finalResponse`).",
     "stream.error": "A provider stream stopped or failed; `permanent` says whether the relay gave up on it.",
     "generic": "An event type the relay does not model (yet), passed through as the provider sent it, so a new "
@@ -183,6 +190,19 @@ def _asapp(n: int, make: Callable[[SessionRef, Participant], EventBase]) -> Call
     return build
 
 
+def _lifecycle(n: int, type_: Literal["session.started", "session.ended"]) -> Callable[[], EventBase]:
+    def build() -> EventBase:
+        ended = type_ == "session.ended"
+        return _fixed(SessionLifecycleEvent(
+            source=Source.RECALL, type=type_,
+            session=SessionRef(id="a5437136-4b69-429a-9e0c-cd388fd8fee6", bot_id="9b1d2f0e-5c1a-4a51-8e0b-1a2b3c4d5e6f"),
+            time=EventTime(received=RECEIVED),
+            payload=SessionLifecycle(reason="disconnected" if ended else None, started=STARTED,
+                                     ended=RECEIVED if ended else None)), n)
+
+    return build
+
+
 def examples() -> dict[str, Example]:
     """Every documented type (``participant.*`` standing for the nine participant types) -> its example."""
     pcm = frames.tone_pcm(20)
@@ -217,6 +237,8 @@ def examples() -> dict[str, Example]:
                 {"rtstream_id": "rts-77c2aa", "name": "mic:default", "media_types": ["audio"]},
                 {"rtstream_id": "rts-81d0e4", "name": "display:1", "media_types": ["video"]}]}}),
             "videodb parse_webhook"),
+        "session.started": Example(_lifecycle(15, "session.started")),
+        "session.ended": Example(_lifecycle(16, "session.ended")),
         "stream.summary": Example(_asapp(12, lambda session, who: asapp_parse.summary_event(
             _final_response(orjson.dumps({
                 "message": "finalResponse", "streamId": "asapp-7c21", "status": {"code": "1000", "description": "OK"},
