@@ -21,8 +21,13 @@ Publishing is decoupled from the sockets that produce events::
   held back (sockets keep flowing), and the link reconnects with capped exponential backoff. Back
   online, the backlog goes out in order before anything newer. Past ``outage_buffer_bytes`` it
   sheds media (audio, video) first and text last, oldest first; every drop is counted and logged.
-* **Delivery** is at least once: a batch cut short by a failure is sent again whole, so a consumer
-  may see an event twice (dedupe on ``id``) but never loses an accepted one.
+* **The log.** With a :class:`~relay.core.event_log.LogConfig`, each text event (and media, if
+  asked) is one ``EVALSHA`` that appends it to its session's Stream and publishes it with its
+  ``log_id`` (relay/core/event_log.py); without one, one ``PUBLISH``. Either way one command per
+  event, so batching, backpressure and outages below work the same.
+* **Delivery** is at least once on pub/sub: a batch cut short by a failure is sent again whole, so
+  a consumer may see an event twice (dedupe on ``id``) but never loses an accepted one. The log
+  holds each event once: the script skips what a re-sent batch had already appended.
 * **Metrics** are counted in plain integers per event and added to Prometheus once per flush and per
   batch: each Prometheus increment takes a lock.
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,9 +46,10 @@ from typing import Any, Final
 from prometheus_client import Counter
 
 from relay.core.backoff import Backoff
+from relay.core.event_log import LogConfig, load_script_command, log_head, pack_log_tail
 from relay.core.metrics import RelayMetrics
 from relay.core.redis_link import RedisPublishLink, publish_head
-from relay.channels import ChannelScheme
+from relay.channels import ChannelScheme, LogKeys
 from relay.schema import EventBase, EventRecord
 
 log = logging.getLogger("relay.publish")
@@ -52,16 +59,17 @@ _MAX_CACHED_ROUTES: Final = 4096
 
 
 class _Outgoing:
-    """One accepted event: its packed ``PUBLISH`` head and body, and what its metrics need."""
+    """One accepted event: its packed command head and body, and what its metrics need."""
 
-    __slots__ = ("head", "body", "label", "media", "received_ns")
+    __slots__ = ("head", "body", "label", "media", "received_ns", "seq")
 
-    def __init__(self, head: bytes, body: bytes, label: tuple[str, str], media: bool, received_ns: int) -> None:
-        self.head = head
+    def __init__(self, head: bytes, body: bytes, label: tuple[str, str], media: bool, received_ns: int, seq: int) -> None:
+        self.head = head  # PUBLISH, or the log script's EVALSHA up to its per-event arguments
         self.body = body
         self.label = label  # metric labels: (source, event type or "generic" for types the schema does not model)
         self.media = media
         self.received_ns = received_ns
+        self.seq = seq  # 0: not logged; else its place in this publisher's order (the script's re-send check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,8 @@ class PublisherConfig:
     timeout_s: float = 5.0
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 2.0
+    #: Write the durable per-meeting log (None: pub/sub only).
+    log: LogConfig | None = None
 
 
 class EventPublisher:
@@ -86,6 +96,9 @@ class EventPublisher:
         self._metrics = metrics
         self._config = config
         self.channels = channels
+        self.log_keys = LogKeys(channels.prefix)
+        #: Names this process's writes in each session's re-send check (relay/core/event_log.py).
+        self.producer = secrets.token_hex(8)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: RedisPublishLink | None = None
         self._connector: asyncio.Task[None] | None = None
@@ -102,7 +115,7 @@ class EventPublisher:
         self._accepted = 0
         self._published = 0
         self._dropped = 0
-        self._routes: dict[tuple[object, str, str], tuple[bytes, tuple[str, str], bool]] = {}
+        self._routes: dict[tuple[object, str, str], tuple[bytes, tuple[str, str], bool, bool]] = {}
         # Counted per event in plain ints, added to Prometheus per flush (see the module docstring).
         self._received_counts: dict[tuple[str, str], int] = {}
         self._received_children: dict[tuple[str, str], Any] = {}
@@ -110,6 +123,7 @@ class EventPublisher:
         self._room_waiters: list[asyncio.Future[None]] = []
         self._paused: list[Callable[[], None]] = []
         self._done_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._log_error_logged_at = -60.0
         metrics.queue_depth.set_function(lambda: len(self._pending))
         metrics.outage_buffer_bytes.set_function(lambda: self._held_bytes)
         metrics.outage_buffer_events.set_function(lambda: len(self._pending) + sum(map(len, self._inflight)))
@@ -127,13 +141,14 @@ class EventPublisher:
         route = self._routes.get(key)
         if route is None:
             route = self._route(event, key)
-        head, label, media = route
+        head, label, media, logged = route
         body = event.to_json()
-        self._pending.append(_Outgoing(head, body, label, media, time.monotonic_ns() if received_ns is None else received_ns))
+        self._accepted += 1
+        seq = self._accepted if logged else 0
+        self._pending.append(_Outgoing(head, body, label, media, time.monotonic_ns() if received_ns is None else received_ns, seq))
         self._held_bytes += len(body)
         if media:
             self._held_media += 1
-        self._accepted += 1
         counts = self._received_counts
         counts[label] = counts.get(label, 0) + 1
         if not self._flush_scheduled and self._loop is not None:
@@ -147,15 +162,22 @@ class EventPublisher:
             self._shed()
         return not (self._redis_ok and len(self._pending) >= self._config.queue_max_events)
 
-    def _route(self, event: EventBase | EventRecord, key: tuple[object, str, str]) -> tuple[bytes, tuple[str, str], bool]:
-        """What every event of one (source, session, type) shares: its packed channel, metric labels, kind."""
+    def _route(self, event: EventBase | EventRecord, key: tuple[object, str, str]) -> tuple[bytes, tuple[str, str], bool, bool]:
+        """What every event of one (source, session, type) shares: its packed command head, metric
+        labels, kind, and whether it is logged."""
         if len(self._routes) >= _MAX_CACHED_ROUTES:
             self._routes.clear()
-        route = self._routes[key] = (
-            publish_head(self.channels.channel(event)),
-            (event.source.value, event.metric_type),
-            event.is_media,
-        )
+        channel = self.channels.channel(event)
+        log, media = self._config.log, event.is_media
+        if log is not None and (log.media or not media):
+            session = event.session.id
+            log_key = self.log_keys.media_log(session) if media else self.log_keys.log(session)
+            bound = log.media_max_entries if media else log.max_entries
+            head = log_head(log_key, self.log_keys.session(session), channel, bound, self.producer, log.live_log_id)
+            logged = True
+        else:
+            head, logged = publish_head(channel), False
+        route = self._routes[key] = (head, (event.source.value, event.metric_type), media, logged)
         return route
 
     def call_when_room(self, resume: Callable[[], None]) -> None:
@@ -260,7 +282,11 @@ class EventPublisher:
             parts: list[bytes] = []
             for item in batch:
                 body = item.body
-                parts += (item.head, b"$%d\r\n" % len(body), body, b"\r\n")
+                if item.seq:
+                    parts.append(item.head)
+                    parts += pack_log_tail(item.seq, body)
+                else:
+                    parts += (item.head, b"$%d\r\n" % len(body), body, b"\r\n")
             inflight.append(batch)
             link.send(b"".join(parts), n)
             sent = True
@@ -326,7 +352,8 @@ class EventPublisher:
         backoff = Backoff(self._config.backoff_initial_s, self._config.backoff_max_s)
         while True:
             try:
-                link = await RedisPublishLink.open(self._url, timeout_s=self._config.timeout_s)
+                setup = [load_script_command()] if self._config.log is not None else []
+                link = await RedisPublishLink.open(self._url, timeout_s=self._config.timeout_s, setup=setup)
             except (OSError, TimeoutError) as exc:
                 self._metrics.redis_errors.labels("connect").inc()
                 self._mark_down(exc)
@@ -334,6 +361,7 @@ class EventPublisher:
                 continue
             link.on_batch = self._on_batch
             link.on_lost = self._on_lost
+            link.on_log_error = self._on_log_error
             self._link = link
             self._connector = None
             self._mark_up()
@@ -351,6 +379,15 @@ class EventPublisher:
         self._mark_down(exc)
         self._room_freed()
         self._connector = asyncio.create_task(self._connect(), name="relay-publisher-connect")
+
+    def _on_log_error(self, reply: bytes) -> None:
+        """The link's callback: an event went out live but could not be appended to its log."""
+        self._metrics.redis_errors.labels("log_append").inc()
+        now = time.monotonic()
+        if now - self._log_error_logged_at >= 60.0:  # one line a minute, however many events
+            self._log_error_logged_at = now
+            log.error("an event could not be appended to its session's log (published live only): %s",
+                      reply[4:204].decode(errors="replace"))  # fmt: skip
 
     def _mark_down(self, exc: BaseException | None) -> None:
         if self._redis_ok:

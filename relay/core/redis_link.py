@@ -11,7 +11,11 @@ dedupe) keeps using redis-py.
 
 * **Connecting** reads the same ``redis://``, ``rediss://`` and ``unix://`` URLs as redis-py
   (its own ``parse_url``): password and user (``AUTH``), database (``SELECT``), TLS.
-* **Batches** complete in order; :attr:`on_batch` is called once per completed batch.
+* **Setup** commands given to :meth:`RedisPublishLink.open` (the log script's ``SCRIPT LOAD``)
+  run after authenticating, before the link is handed over.
+* **Batches** complete in order; :attr:`on_batch` is called once per completed batch. A status
+  reply starting ``log:`` (the log script could not append, relay/core/event_log.py) is passed
+  to :attr:`on_log_error` and counted as answered.
 * **Failure** of any kind (connection lost, an error reply, a batch unanswered for ``timeout_s``)
   closes the link and calls :attr:`on_lost` once; the owner re-sends what was in flight.
 """
@@ -59,6 +63,8 @@ class RedisPublishLink(asyncio.Protocol):
         self.on_batch: Callable[[], None] = _nothing
         #: Called once when the link fails or is closed, with the cause (None for :meth:`close`).
         self.on_lost: Callable[[BaseException | None], None] = _nothing_exc
+        #: Called with each ``log:`` status reply (a log append that failed; the event went out live).
+        self.on_log_error: Callable[[bytes], None] = _nothing_reply
         self._transport: asyncio.Transport | None = None
         self._reader = hiredis.Reader()
         # Per batch in flight: [replies still expected, loop time it was sent].
@@ -71,8 +77,9 @@ class RedisPublishLink(asyncio.Protocol):
     # --- opening -------------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, url: str, *, timeout_s: float) -> RedisPublishLink:
-        """Connect, authenticate and select the database of ``url``; raises OSError on failure."""
+    async def open(cls, url: str, *, timeout_s: float, setup: list[bytes] | None = None) -> RedisPublishLink:
+        """Connect, authenticate, select the database of ``url`` and run the packed ``setup``
+        commands; raises OSError on failure (an error reply included)."""
         options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         loop = asyncio.get_running_loop()
         link = cls(timeout_s)
@@ -92,6 +99,7 @@ class RedisPublishLink(asyncio.Protocol):
                 hello.append(pack_command(b"AUTH", *creds))
             if options.get("db"):
                 hello.append(pack_command(b"SELECT", str(options["db"]).encode()))
+            hello.extend(setup or ())
             if hello:
                 link._handshake = loop.create_future()
                 link.send(b"".join(hello), len(hello))
@@ -140,6 +148,8 @@ class RedisPublishLink(asyncio.Protocol):
             if not inflight:
                 self._fail(RedisLinkError("Redis sent a reply nobody asked for"))
                 return
+            if type(reply) is bytes and reply.startswith(b"log:"):
+                self.on_log_error(reply)
             head = inflight[0]
             head[0] -= 1
             if head[0] == 0:
@@ -205,4 +215,8 @@ def _nothing() -> None:
 
 
 def _nothing_exc(exc: BaseException | None) -> None:
+    pass
+
+
+def _nothing_reply(reply: bytes) -> None:
     pass

@@ -32,6 +32,7 @@ from relay.providers.recall.auth import SignatureVerifier, TokenVerifier
 from relay.providers.recall.ingress import RecallIngress
 from relay.providers.videodb.service import VideoDBService
 from relay.channels import ChannelScheme
+from relay.core.event_log import LogConfig
 from relay.core.publisher import EventPublisher, PublisherConfig
 from relay.server.settings import Settings
 
@@ -76,6 +77,15 @@ def build_redis(settings: Settings) -> Redis:
     )
 
 
+def log_config(settings: Settings) -> LogConfig | None:
+    """The publisher's part of ``[log]``; None when the log is off."""
+    log = settings.log
+    if not log.enabled:
+        return None
+    return LogConfig(max_entries=log.max_entries, media=log.media, media_max_entries=log.media_max_entries,
+                     live_log_id=log.live_log_id)  # fmt: skip
+
+
 def create_app(settings: Settings) -> Starlette:
     """Build the relay as an ASGI app (uvicorn serves it; see :mod:`relay.server.serve`)."""
     metrics = RelayMetrics()
@@ -88,6 +98,7 @@ def create_app(settings: Settings) -> Starlette:
             batch_max_events=settings.redis.batch_max_events,
             outage_buffer_bytes=settings.redis.outage_buffer_bytes,
             timeout_s=settings.redis.socket_timeout_s,
+            log=log_config(settings),
         ),
         ChannelScheme(settings.redis.channel_prefix),
     )
