@@ -147,6 +147,10 @@ def start_target(name: str, redis_url: str, max_connections: int = 20_000, relay
                 raise RuntimeError("ASAPP emulator did not start")
             time.sleep(0.05)
         name_cmd = "relay"
+    elif name == "relay-nolog":
+        # The relay with the durable log off: pub/sub only, as before issue 14.
+        env["RELAY_LOG_ENABLED"] = "false"
+        name_cmd = "relay"
     else:
         name_cmd = name
     if name_cmd == "relay":

@@ -65,6 +65,11 @@ def flood(bench: Bench, bots: int = 20, duration_s: float = 5.0,
         "flood >= 2.5x handwritten": (summary.get("relay_vs_handwritten") or 0) >= 2.5,
         "flood >= 1.0x forwarder": (summary.get("relay_vs_forwarder") or 0) >= 1.0,
     }
+    if "relay-nolog" in runs and relay:
+        # The relay's default writes the durable log (one EVALSHA per event instead of a PUBLISH).
+        summary["log_on_vs_off"] = _ratio(relay.get("events_per_s"), runs["relay-nolog"].get("events_per_s"))
+        if "forwarder" in runs:
+            summary["nolog_vs_forwarder"] = _ratio(runs["relay-nolog"].get("events_per_s"), runs["forwarder"].get("events_per_s"))
     if "relay-bridges" in runs and relay:
         bridges = runs["relay-bridges"]
         summary["bridges_vs_relay"] = _ratio(bridges.get("events_per_s"), relay.get("events_per_s"))
