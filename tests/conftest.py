@@ -143,6 +143,80 @@ def dumps(obj: Any) -> str:
 RECALL_TOKEN = "test-token-0123456789abcdef"
 
 
+class TcpProxy:
+    """A loopback TCP proxy in front of a server (Redis) that can fail the way networks do.
+
+    * :meth:`cut` closes every connection open now (a reset); new ones flow.
+    * :meth:`block` closes them and refuses new ones (closed as soon as accepted) until
+      :meth:`unblock`: the server is unreachable for a while, then back with its data intact.
+    * :attr:`eat_replies`: the server runs what it is sent, but its replies are swallowed: a
+      failure mid-batch, the case where a client that re-sends could duplicate.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self._target = (target_host, target_port)
+        self.eat_replies = False
+        self.blocked = False
+        self.connections = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def __aenter__(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def cut(self) -> None:
+        self.eat_replies = False
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+
+    def block(self) -> None:
+        self.blocked = True
+        self.cut()
+
+    def unblock(self) -> None:
+        self.blocked = False
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.blocked:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+        self.connections += 1
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    if not (replies and self.eat_replies):
+                        dst.write(data)
+                        await dst.drain()
+            dst.close()
+
+        for src, dst, replies in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(pipe(src, dst, replies))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+
 @dataclass
 class RunningRelay:
     """A relay served by uvicorn on a free port, in this test's event loop."""

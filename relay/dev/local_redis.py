@@ -37,14 +37,16 @@ def redis_answers(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 class RedisServerProcess:
-    """One ``redis-server`` on 127.0.0.1, persisting nothing; restartable on the same port."""
+    """One ``redis-server`` on 127.0.0.1, restartable on the same port; it persists nothing unless
+    ``appendonly`` (AOF, fsync on every write: a restart after a kill keeps every acknowledged write)."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(self, port: int | None = None, binary: str | None = None, *, appendonly: bool = False) -> None:
         found = binary or shutil.which("redis-server")
         if found is None:
             raise FileNotFoundError(f"no redis-server binary on PATH: {INSTALL_HINT}")
         self.binary = found
         self.port = port or free_port()
+        self.appendonly = appendonly
         self._dir = tempfile.TemporaryDirectory(prefix="relay-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -61,7 +63,8 @@ class RedisServerProcess:
             return
         log = Path(self._dir.name) / "redis.log"
         args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
             "--dir", self._dir.name, "--logfile", str(log), "--protected-mode", "no",
         ]  # fmt: skip
         # Its own session: a Ctrl-C in the terminal goes to the relay, which still needs Redis to

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import orjson
 import redis.asyncio as aioredis
@@ -13,6 +12,7 @@ from relay.core.event_log import LOG_SCRIPT, LOG_SCRIPT_SHA, LogConfig, log_head
 from relay.core.metrics import RelayMetrics
 from relay.core.publisher import EventPublisher, PublisherConfig
 from relay.schema import parse_event
+from tests.conftest import TcpProxy
 from tests.core.test_publisher import audio, sample, transcript
 
 KEYS = LogKeys()
@@ -134,59 +134,11 @@ async def test_a_replayed_command_is_skipped_log_and_live(redis_url, redis_clien
     assert len(await logged_ids(redis_client, KEYS.log("rec-1"))) == 2
 
 
-class ReplyEatingProxy:
-    """A loopback TCP proxy whose replies can be swallowed: Redis runs the commands, the client never
-    hears back. That is a failure mid-batch, the case where re-sending could duplicate."""
-
-    def __init__(self, port: int) -> None:
-        self._target_port = port
-        self.eat_replies = False
-        self._writers: list[asyncio.StreamWriter] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.port = 0
-
-    async def __aenter__(self) -> ReplyEatingProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        self.cut()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def cut(self) -> None:
-        """Close every connection open now; the next ones flow normally."""
-        self.eat_replies = False
-        for writer in self._writers:
-            writer.close()
-        self._writers.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
-        self._writers += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    if not (replies and self.eat_replies):
-                        dst.write(data)
-                        await dst.drain()
-            dst.close()
-
-        for src, dst, replies in ((reader, up_writer, False), (up_reader, writer, True)):
-            task = asyncio.create_task(pipe(src, dst, replies))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-
 async def test_a_batch_re_sent_after_a_failure_mid_batch_is_logged_and_published_once(
     redis_server, redis_url, redis_client, collect, metrics
 ) -> None:
     live = collect("relay:events:*")
-    async with ReplyEatingProxy(redis_server.port) as proxy:
+    async with TcpProxy(redis_server.port) as proxy:
         publisher = log_publisher(f"redis://127.0.0.1:{proxy.port}/0", metrics, timeout_s=0.5, backoff_max_s=0.1)
         publisher.start()
         sent = [transcript(n) for n in range(101)]
