@@ -315,6 +315,62 @@ def _channel(event: EventBase, type_: str) -> str:
     return f"`{ChannelScheme().prefix}:{kind}:<source>:<session>:{type_}`"
 
 
+#: The fixed prose of docs/events.md's "The log" section (relay/channels.py, relay/client/log.py).
+LOG_SECTION: Final[tuple[str, ...]] = (
+    "## The log",
+    "",
+    "Pub/sub keeps nothing for a consumer that is away, so every text event is also appended, in publish",
+    "order, to a Redis Stream per session ([log] settings; on by default). A consumer that restarts, or",
+    "that Redis cut off for lagging, resumes from where it was; a whole meeting can be replayed.",
+    "",
+    "**Keys** (`relay.channels.LogKeys`; `<tag>` is `session.id` with `: * ? [ ] { } \\` and whitespace",
+    "replaced by `_`, inside a Redis Cluster hash tag so one meeting's keys share a shard):",
+    "",
+    "| key | type | holds |",
+    "| --- | --- | --- |",
+    "| `relay:log:{<tag>}` | Stream | the session's text events, one entry each, bounded by `[log] max_entries` (`MAXLEN ~`) |",
+    "| `relay:medialog:{<tag>}` | Stream | audio and video, only with `[log] media = true`, bounded by `media_max_entries` |",
+    "| `relay:session:{<tag>}` | Hash | the session's lifecycle state (`started`, `ended`, ...) |",
+    "| `relay:sessions` | Sorted Set | every session id, scored by its start (Unix ms): discovery |",
+    "| `relay:sessions:log` | Stream | every `session.started` and `session.ended` event, for followers of every meeting |",
+    "",
+    "A session's keys expire `[log] retention_s` after it ended (or after that long without activity).",
+    "Two ids that differ only in the replaced characters share keys: readers filter on `session.id`.",
+    "",
+    "**Entries.** Each entry has one field, `e`: the event's JSON exactly as published, without",
+    "`log_id`. The entry id *is* the event's `log_id`. Re-sends after a Redis failure are skipped by the",
+    "relay (a per-producer sequence), so the log holds each event once.",
+    "",
+    "**Positions.** A position is an entry id, `<ms>-<seq>` (e.g. `1764658800123-0`). Resuming from",
+    "`P` delivers the entries strictly after `P`; no position means the meeting's start. Save the",
+    "`log_id` of the last event you handled.",
+    "",
+    "**`log_id` in live messages.** Each live message carries `log_id`, its place in the log (unless",
+    "`[log] live_log_id = false`), so a live consumer that missed messages reads the log after the last",
+    "`log_id` it saw. `relay.client.RelayClient` does that by itself after a lost subscription.",
+    "",
+    "**Reading** (`relay.client.RelayLog`): `replay(session, from_=None)` gives the meeting and ends at",
+    "the end of the log; `follow(session, from_=None)` replays, then waits for new entries until",
+    "`session.ended`; `follow_all(from_=checkpoint)` follows every meeting, discovering new ones in",
+    "`relay:sessions:log`, and its `checkpoint` (`{\"discovery\": <position in relay:sessions:log>,",
+    "\"sessions\": {<session id>: <position>}}`) is what to save. `relay replay SESSION [--from POS]",
+    "[--json]` and `relay tail --session S --from-start` do the same from the shell.",
+    "",
+    "**Errors.** A consumer is told, never handed a silently partial meeting (`relay.errors.LogError`):",
+    "",
+    "| error | when |",
+    "| --- | --- |",
+    "| `BadPosition` | the position is not `<ms>-<seq>` |",
+    "| `SessionNotFound` | the session has no log: never seen, or past its retention |",
+    "| `HistoryTrimmed` | retention removed the position (or, replaying from the start, the meeting's beginning): `XINFO STREAM` shows `entries-added` above `length` and the first entry after the position. `allow_trimmed=True` reads what remains |",
+    "| `HistoryLost` | the stream does not hold the position and retention did not remove it: it was recreated (Redis restarted without persistence). Also when a `session.started` with `payload.reason` `log_lost` (the relay's marker of such a loss) comes after the position. `allow_lost=True` reads on |",
+    "",
+    "Reads are verified: each page is read inclusive of its start position, so a position trimmed or",
+    "lost under a slow reader is told, not skipped over.",
+    "",
+)
+
+
 def render() -> str:
     """The whole of ``docs/events.md``."""
     out = [
@@ -358,6 +414,7 @@ def render() -> str:
         out += _fields_table(payload)
         origin = f"produced by `{example.produced_by}` from a documented frame" if example.produced_by else "built from the schema classes (no parser output yet)"
         out += ["", f"Example ({origin}):", "", "```json", _example_json(event), "```", ""]
+    out += LOG_SECTION
     return "\n".join(out)
 
 
