@@ -7,6 +7,7 @@
     python -m bench idle         # RSS per idle connection
     python -m bench scaling      # flood on 1 vs 2 relay processes (SO_REUSEPORT)
     python -m bench asapp        # the ASAPP bridge's CPU per stream (relay with the bridge on vs off)
+    python -m bench log          # the durable log: Redis memory per meeting-hour, replay speed
     python -m bench all          # all of the above, then docs/performance.md (python -m bench.report)
 
 Each writes ``bench/results/<workload>.json`` and prints its summary (ratios against the baselines).
@@ -26,7 +27,7 @@ from bench import machine, workloads
 from bench.harness import ROOT, Bench
 
 RESULTS = ROOT / "bench" / "results"
-WORKLOADS = ("flood", "capacity", "latency", "audio", "idle", "scaling", "asapp")
+WORKLOADS = ("flood", "capacity", "latency", "audio", "idle", "scaling", "asapp", "log")
 QUICK: dict[str, dict[str, Any]] = {
     "flood": {"bots": 4, "duration_s": 2, "repeats": 1},
     "capacity": {"duration_s": 3, "start": 50, "maximum": 200, "time_cap_s": 30},
@@ -35,6 +36,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "idle": {"bots": 100},
     "scaling": {"bots": 4, "duration_s": 2},
     "asapp": {"bots": 2, "duration_s": 3},
+    "log": {"meetings": 1, "minutes": 5.0},
 }
 
 

@@ -232,3 +232,10 @@ def asapp(bench: Bench, bots: int = 20, duration_s: float = 10.0) -> Result:
         "asapp_events_published": on.get("unmarked"), "lost": {t: r.get("lost") for t, r in runs.items()},
     }  # fmt: skip
     return {"workload": "asapp", "params": {"bots": bots, "duration_s": duration_s}, "runs": list(runs.values()), "summary": summary}
+
+
+def log(bench: Bench, meetings: int = 5, minutes: float = 60.0) -> Result:
+    """The durable log's Redis memory per meeting-hour and the replay speed of one (bench/log_sizing.py)."""
+    from bench import log_sizing
+
+    return log_sizing.run(bench.redis.url, meetings=meetings, minutes=minutes)

@@ -70,6 +70,10 @@ class LogConfig:
     media_max_entries: int = 6_000
     #: Add ``log_id`` to the live message.
     live_log_id: bool = True
+    #: Log ``transcript.partial`` too. Partials repeat the words their final will carry (a word
+    #: more each), so they are most of a meeting's log (bench/log_sizing.py); a log kept for the
+    #: whole meeting rarely needs them. Off: they go out live only (without ``log_id``).
+    partials: bool = True
 
 
 def load_script_command() -> bytes:

@@ -169,7 +169,7 @@ class EventPublisher:
             self._routes.clear()
         channel = self.channels.channel(event)
         log, media = self._config.log, event.is_media
-        if log is not None and (log.media or not media):
+        if log is not None and (log.media or not media) and (log.partials or event.type != "transcript.partial"):
             session = event.session.id
             log_key = self.log_keys.media_log(session) if media else self.log_keys.log(session)
             bound = log.media_max_entries if media else log.max_entries

@@ -161,3 +161,17 @@ async def test_a_batch_re_sent_after_a_failure_mid_batch_is_logged_and_published
     assert [event_id for _, event_id in await logged_ids(redis_client, KEYS.log("rec-1"))] == [e.id for e in sent]
     await live.wait_for(101)
     assert [e.id for e in live.events] == [e.id for e in sent]
+
+
+async def test_partials_can_be_kept_out_of_the_log(redis_url, redis_client, collect, metrics) -> None:
+    live = collect("relay:events:*")
+    publisher = log_publisher(redis_url, metrics, LogConfig(partials=False))
+    publisher.start()
+    partial = transcript(1).model_copy(update={"type": "transcript.partial"})
+    final = transcript(2)
+    publisher.accept(partial)
+    publisher.accept(final)
+    await live.wait_for(2)
+    await publisher.aclose(timeout=5)
+    assert [event_id for _, event_id in await logged_ids(redis_client, KEYS.log("rec-1"))] == [final.id]
+    assert [e.log_id is None for e in live.events] == [True, False]
