@@ -31,14 +31,13 @@ from relay.dev import recall_frames as frames
 from relay.providers.recall.parse import RecallParser
 from relay.providers.videodb import parse as videodb_parse
 from relay.channels import ChannelScheme
+from relay.core.sessions import lifecycle_event
 from relay.schema import (
     PARTICIPANT_TYPES,
     SCHEMA_VERSION,
     EventBase,
     EventTime,
     Participant,
-    SessionLifecycle,
-    SessionLifecycleEvent,
     SessionRef,
     Source,
 )
@@ -193,12 +192,9 @@ def _asapp(n: int, make: Callable[[SessionRef, Participant], EventBase]) -> Call
 def _lifecycle(n: int, type_: Literal["session.started", "session.ended"]) -> Callable[[], EventBase]:
     def build() -> EventBase:
         ended = type_ == "session.ended"
-        return _fixed(SessionLifecycleEvent(
-            source=Source.RECALL, type=type_,
-            session=SessionRef(id="a5437136-4b69-429a-9e0c-cd388fd8fee6", bot_id="9b1d2f0e-5c1a-4a51-8e0b-1a2b3c4d5e6f"),
-            time=EventTime(received=RECEIVED),
-            payload=SessionLifecycle(reason="disconnected" if ended else None, started=STARTED,
-                                     ended=RECEIVED if ended else None)), n)
+        session = SessionRef(id="a5437136-4b69-429a-9e0c-cd388fd8fee6", bot_id="9b1d2f0e-5c1a-4a51-8e0b-1a2b3c4d5e6f")
+        return _fixed(lifecycle_event(type_, session, Source.RECALL, received=RECEIVED, started=STARTED,
+                                      ended=RECEIVED if ended else None, reason="disconnected" if ended else None), n)
 
     return build
 
