@@ -22,19 +22,28 @@ from relay.client.log import (
     parse_position,
     read,
     read_page,
+    read_since,
 )
+from relay.client.workers import ClaimTiming, Meeting, MeetingHandler, MeetingReleased, Progress, WorkerGroup
 
 __all__ = [
     "Checkpoint",
+    "ClaimTiming",
     "LogFollower",
+    "Meeting",
+    "MeetingHandler",
+    "MeetingReleased",
     "Page",
+    "Progress",
     "RelayClient",
     "RelayLog",
+    "WorkerGroup",
     "check_position",
     "decode_entry",
     "is_log_lost",
     "parse_position",
     "read",
     "read_page",
+    "read_since",
     "subscription_patterns",
 ]

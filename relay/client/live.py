@@ -16,9 +16,25 @@ event arrives as its schema model (:func:`relay.schema.parse_event`): a
 
 **Delivery** is at least once (the relay publishes a batch again whole after a Redis hiccup), so
 the client drops repeats by event ``id``, remembering the last ``dedupe`` ids (a bounded LRU; 0
-turns it off). Pub/sub keeps nothing for absent subscribers: events published while the client is
-disconnected are not seen. When the connection to Redis drops, the client resubscribes with
-capped, jittered backoff (:class:`~relay.core.backoff.Backoff`) and counts it in :attr:`reconnects`.
+turns it off). When the connection to Redis drops, the client resubscribes with capped, jittered
+backoff (:class:`~relay.core.backoff.Backoff`) and counts it in :attr:`reconnects`.
+
+**Gaps are filled from the log** (``fill_gaps=True``, the default). Pub/sub keeps nothing for an
+absent subscriber, but every live message carries ``log_id``, its place in its session's log
+(:mod:`relay.client.log`). The client remembers, per session (the last ``gap_sessions``, LRU), the
+``log_id`` of the last event it delivered. Once a lost subscription (Redis restarted, or Redis cut
+the client off for lagging: the pub/sub output-buffer limit) is back, it reads each of those
+sessions' logs after that position, and the logs of sessions that started meanwhile (the sessions
+index, ``ZRANGEBYSCORE`` since a minute before the last delivered ``log_id``), applies its filters,
+and delivers what it missed before any newer live message; repeats are dropped by ``id`` and by
+position, so each event comes once, in order per session. It costs nothing until a reconnect.
+:attr:`filled` counts the events it delivered from the log. Media is not filled (its log is
+optional and short). When a log cannot fill the gap (trimmed past the position, or lost with a
+Redis that restarted without persistence) the client logs a warning, counts it in
+:attr:`unfilled` and keeps the error in :attr:`gap_errors`; with ``strict=True`` the iteration
+raises that :class:`~relay.errors.LogError` instead, after delivering what came before it.
+Not covered: a session that began before the gap and had no event matching the filters before
+it (the client never learnt of it) unless it is the ``session`` filtered on.
 
 **Media.** Audio and video travel on their own channels; ``media=True`` adds them to the text
 events. A ``type`` naming a media type (``audio.chunk``, ``video.frame``) selects the media
@@ -32,11 +48,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections import OrderedDict, deque
+from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -45,14 +62,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from relay.client.log import is_log_lost, parse_position, read, read_since
 from relay.core.backoff import Backoff
-from relay.channels import ChannelScheme
+from relay.channels import ChannelScheme, LogKeys
+from relay.errors import HistoryLost, LogError, SessionNotFound
 from relay.schema import TYPE_TO_CLASS, EventBase, Source, parse_event
 from relay.channels import DEFAULT_REDIS_URL
 
 __all__ = ["RelayClient", "subscription_patterns"]
 
 log = logging.getLogger("relay.client")
+
+#: How far before the newest delivered ``log_id`` the gap fill looks for sessions that started
+#: (and reads sessions it never delivered anything of): room for the relays' and Redis' clocks.
+GAP_MARGIN_MS: Final = 60_000
 
 
 def subscription_patterns(
@@ -90,6 +113,10 @@ class RelayClient:
     :param dedupe: how many recent event ids to remember for dropping repeats; 0 keeps repeats.
     :param reconnect: resubscribe after a lost connection (else the iteration raises).
     :param redis: an existing client to use instead of ``redis_url`` (not closed by this one).
+    :param fill_gaps: after a lost subscription, deliver what was missed from the log.
+    :param gap_sessions: how many sessions' last positions to remember for that.
+    :param strict: raise a :class:`~relay.errors.LogError` when the log cannot fill a gap
+        (else it is logged and counted in :attr:`unfilled`).
     """
 
     def __init__(
@@ -104,12 +131,19 @@ class RelayClient:
         dedupe: int = 10_000,
         reconnect: bool = True,
         redis: Redis | None = None,
+        fill_gaps: bool = True,
+        gap_sessions: int = 1_000,
+        strict: bool = False,
     ) -> None:
         if dedupe < 0:
             raise ValueError("dedupe must be >= 0")
+        if gap_sessions < 1:
+            raise ValueError("gap_sessions must be >= 1")
         self.source = Source(source).value if source is not None else None
         self.type = type
         self.session = session
+        self.media = media
+        self.prefix = prefix
         self.patterns = subscription_patterns(
             ChannelScheme(prefix), source=self.source, type=type, session=session, media=media
         )
@@ -121,6 +155,19 @@ class RelayClient:
         self.invalid = 0
         #: Times the subscription was re-established after a lost connection.
         self.reconnects = 0
+        self.fill_gaps = fill_gaps
+        self.gap_sessions = gap_sessions
+        self.strict = strict
+        #: Events delivered from the log to fill the gaps of lost subscriptions.
+        self.filled = 0
+        #: Gaps the log could not fill (a session's history trimmed or lost); see :attr:`gap_errors`.
+        self.unfilled = 0
+        #: The latest of those errors (at most 100).
+        self.gap_errors: deque[LogError] = deque(maxlen=100)
+        self._positions: OrderedDict[str, str] = OrderedDict()  # session -> last delivered log_id
+        self._newest_ms = 0  # the newest delivered log_id's time (Redis' clock)
+        self._subscribed_ms: int | None = None  # Redis' clock when this client first subscribed
+        self._filling: AsyncGenerator[EventBase | LogError, None] | None = None
         self._owns_redis = redis is None
         self._redis = redis if redis is not None else Redis.from_url(redis_url, socket_connect_timeout=2.0)
         self._pubsub: PubSub | None = None
@@ -141,12 +188,19 @@ class RelayClient:
                 if message is None:
                     raise RedisTimeoutError("no subscription confirmation from Redis")
                 confirmed += message["type"] == "psubscribe"
+            if self.fill_gaps and self._subscribed_ms is None:
+                seconds, micros = await self._redis.time()
+                self._subscribed_ms = seconds * 1000 + micros // 1000
         except BaseException:
             await _close_pubsub(pubsub)
             raise
         self._pubsub = pubsub
 
     async def aclose(self) -> None:
+        if self._filling is not None:
+            with contextlib.suppress(Exception):
+                await self._filling.aclose()
+            self._filling = None
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await _close_pubsub(self._pubsub)
@@ -174,16 +228,49 @@ class RelayClient:
 
     async def __anext__(self) -> EventBase:
         while True:
-            data = await self._next_message()
+            if self._filling is not None:
+                event = await self._next_filled()
+                if event is not None:
+                    return event
+                continue
+            data = await self._next_message()  # None: resubscribed, the gap fill comes first
             event = self._accept(data)
             if event is not None:
                 return event
+
+    async def _next_filled(self) -> EventBase | None:
+        """The next event of the gap fill (None: skipped, or the fill is over or interrupted)."""
+        assert self._filling is not None
+        try:
+            item = await anext(self._filling)
+        except StopAsyncIteration:
+            self._filling = None
+            return None
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            # Lost again while filling: resubscribe, and fill again from the positions delivered.
+            log.warning("lost Redis while filling a gap from the log (%s)", type(exc).__name__)
+            await self._drop_filling()
+            return None
+        if isinstance(item, LogError):
+            self.unfilled += 1
+            self.gap_errors.append(item)
+            log.warning("could not fill a gap from the log: %s", item)
+            if self.strict:
+                raise item
+            return None
+        event = self._accept_event(item)
+        if event is not None:
+            self.filled += 1
+        return event
 
     async def _next_message(self) -> Any:
         """The next published message's data, resubscribing after a lost connection."""
         while True:
             if self._pubsub is None:
                 await self._resubscribe()
+                if self.fill_gaps:
+                    self._filling = self._fill()
+                    return None
             assert self._pubsub is not None
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
@@ -210,8 +297,10 @@ class RelayClient:
             self.reconnects += 1
             return
 
-    def _accept(self, data: bytes | str) -> EventBase | None:
+    def _accept(self, data: bytes | str | None) -> EventBase | None:
         """Parse, apply the exact session filter, and drop repeats."""
+        if data is None:
+            return None
         try:
             event = parse_event(data)
         except ValidationError as exc:
@@ -221,6 +310,16 @@ class RelayClient:
         # Channels carry a sanitized session id; two ids differing only in `:` vs `_` share one.
         if self.session is not None and event.session.id != self.session:
             return None
+        return self._accept_event(event)
+
+    def _accept_event(self, event: EventBase) -> EventBase | None:
+        """Drop repeats (by id, and by log position), and remember the session's position."""
+        if event.log_id is not None and self.fill_gaps:
+            known = self._positions.get(event.session.id)
+            position = _position_or_none(event.log_id)
+            if known is not None and position is not None and position <= (parse_position(known) or (0, 0)):
+                self.duplicates += 1
+                return None
         if self.dedupe:
             if event.id in self._seen:
                 self._seen.move_to_end(event.id)
@@ -229,7 +328,70 @@ class RelayClient:
             self._seen[event.id] = None
             if len(self._seen) > self.dedupe:
                 self._seen.popitem(last=False)
+        if event.log_id is not None and self.fill_gaps and _position_or_none(event.log_id) is not None:
+            self._positions[event.session.id] = event.log_id
+            self._positions.move_to_end(event.session.id)
+            if len(self._positions) > self.gap_sessions:
+                self._positions.popitem(last=False)
+            self._newest_ms = max(self._newest_ms, int(event.log_id.split("-", 1)[0]))
         return event
+
+    # --- gap filling ---------------------------------------------------------------------------
+
+    def _matches(self, event: EventBase) -> bool:
+        """The subscription's filters, applied to an event read from the log."""
+        if self.source is not None and event.source.value != self.source:
+            return False
+        if self.session is not None and event.session.id != self.session:
+            return False
+        if event.is_media and not self.media and not (self.type and TYPE_TO_CLASS.get(self.type, EventBase).is_media):
+            return False
+        return self.type is None or fnmatch.fnmatchcase(event.type, self.type)
+
+    async def _fill(self) -> AsyncGenerator[EventBase | LogError, None]:
+        """What the subscription missed, from the log: each remembered session after its last
+        delivered position, then sessions it has no position for, from a minute before the gap."""
+        keys = LogKeys(self.prefix)
+        since_ms = max(self._subscribed_ms or 0, self._newest_ms - GAP_MARGIN_MS)
+        sessions: dict[str, str | None] = {s: p for s, p in self._positions.items() if self.session in (None, s)}
+        if self.session is not None:
+            sessions.setdefault(self.session, None)
+        else:
+            started: Any = await self._redis.zrangebyscore(keys.sessions, since_ms - GAP_MARGIN_MS, "+inf")
+            for member in started:
+                sessions.setdefault(member.decode() if isinstance(member, bytes) else member, None)
+        for session, position in sessions.items():
+            position = self._positions.get(session, position)  # delivered since the fill began
+            try:
+                if position is not None:
+                    events = read(self._redis, session, position, prefix=self.prefix)
+                else:
+                    events = read_since(self._redis, session, since_ms, prefix=self.prefix)
+                async for event in events:
+                    if self._matches(event):
+                        yield event
+            except SessionNotFound as exc:
+                if position is not None:  # it had a log: the log is gone
+                    yield HistoryLost(f"the log of session {session!r} is gone: {exc}", session)
+            except LogError as exc:
+                yield exc
+
+    async def _drop_filling(self) -> None:
+        if self._filling is not None:
+            with contextlib.suppress(Exception):
+                await self._filling.aclose()
+        self._filling = None
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await _close_pubsub(self._pubsub)
+        self._pubsub = None
+
+
+def _position_or_none(log_id: str) -> tuple[int, int] | None:
+    try:
+        return parse_position(log_id)
+    except LogError:
+        return None
 
 
 async def _close_pubsub(pubsub: PubSub) -> None:

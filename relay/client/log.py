@@ -85,6 +85,7 @@ __all__ = [
     "parse_position",
     "read",
     "read_page",
+    "read_since",
 ]
 
 log = logging.getLogger("relay.client.log")
@@ -308,6 +309,25 @@ async def read(
             return
 
 
+async def read_since(
+    redis: Redis, session: str, since_ms: int, *, count: int = 500, prefix: str = "relay", allow_lost: bool = False
+) -> AsyncIterator[EventBase]:
+    """The events of ``session``'s log appended after a time (Unix ms, Redis' clock: entry ids
+    are its time), for a reader that holds no position; nothing if the session has no log. Not
+    verified (a time is not an entry); a ``log_lost`` marker raises as in :func:`read`."""
+    key = LogKeys(prefix).log(session)
+    after = f"{max(since_ms, 0)}-0"
+    while True:
+        raw: Any = await redis.xrange(key, f"({after}", "+", count=count)
+        page = _page(raw, after, session)
+        for event in page.events:
+            _raise_if_lost(event, session, allow_lost)
+            yield event
+        if page.entries < count or page.position is None:
+            return
+        after = page.position
+
+
 def _raise_if_lost(event: EventBase, session: str, allow_lost: bool) -> None:
     if not allow_lost and is_log_lost(event):
         raise HistoryLost(
@@ -499,7 +519,10 @@ class LogFollower:
         self._iter: AsyncGenerator[EventBase, None] | None = None
         #: Sessions dropped because their log was gone when read from the start (expired).
         self.skipped: list[str] = []
-        self._ended: set[str] = set()
+        # Sessions seen to end (in the sessions log, or their session.ended delivered: its log_id),
+        # and those that the sessions log says were reopened while they were followed.
+        self._ended: dict[str, str | None] = {}
+        self._reopened: set[str] = set()
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -559,12 +582,7 @@ class LogFollower:
                         checked.discard(None)
                         continue
                     for event in page.events:
-                        if event.type == "session.started" and event.session.id not in state.sessions \
-                                and event.session.id not in self._ended:  # fmt: skip
-                            state.sessions[event.session.id] = START
-                            dirty.add(event.session.id)
-                        elif event.type == "session.ended":
-                            self._ended.add(event.session.id)
+                        self._discovered(event, state, dirty)
                     state.discovery = page.position or START
                     if page.entries < page_size:
                         dirty.discard(None)
@@ -614,8 +632,12 @@ class LogFollower:
             _raise_if_lost(event, session, self.allow_lost)
             state.sessions[session] = event.log_id or START
             if event.type == "session.ended":
+                if session in self._reopened:  # it goes on after this end: keep following it
+                    self._reopened.discard(session)
+                    yield event
+                    continue
                 del state.sessions[session]
-                self._ended.add(session)
+                self._ended[session] = event.log_id
                 dirty.discard(session)
                 checked.discard(session)
                 yield event
@@ -624,6 +646,30 @@ class LogFollower:
         state.sessions[session] = page.position or START
         if page.entries < self._log.page:
             dirty.discard(session)
+
+    def _discovered(self, event: EventBase, state: Checkpoint, dirty: set[str | None]) -> None:
+        """A sessions-log entry: a meeting to follow from its start, or one that was reopened
+        (``session.started`` with reason ``reopened``) to follow on after its end."""
+        session = event.session.id
+        if event.type == "session.ended":
+            self._ended.setdefault(session, None)
+            return
+        if event.type != "session.started":
+            return
+        reopened = isinstance(event, SessionLifecycleEvent) and event.payload.reason == "reopened"
+        if session in state.sessions:
+            if reopened:
+                self._reopened.add(session)
+            return
+        if session in self._ended:
+            ended_at = self._ended[session]
+            if not reopened or ended_at is None:
+                return
+            del self._ended[session]
+            state.sessions[session] = ended_at
+        else:
+            state.sessions[session] = START
+        dirty.add(session)
 
     async def _check(self, key: str, position: str | None, name: str) -> str | None:
         return await _check_key(self._log.redis, key, position, name=name,

@@ -187,3 +187,165 @@ async def test_resubscribes_after_redis_restarts(redis_server, redis_url: str) -
             await publisher.aclose()
         events = reader.result()
     assert texts(events) == ["after the restart"]
+
+
+# --- gap filling from the log ----------------------------------------------------------------------
+
+
+def log_publisher(url: str, metrics) -> EventPublisher:
+    from relay.core.event_log import LogConfig
+
+    return EventPublisher(url, metrics, PublisherConfig(timeout_s=2.0, log=LogConfig()), SCHEME)
+
+
+async def kill_subscribers(redis: aioredis.Redis) -> int:
+    return int(await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub"))
+
+
+def assert_each_once_in_order(got: list[EventBase], sent: list[EventBase]) -> None:
+    assert len({e.id for e in got}) == len(got), "an event came twice"
+    for session in {e.session.id for e in sent}:
+        assert [e.id for e in got if e.session.id == session] == [e.id for e in sent if e.session.id == session]
+
+
+async def test_a_killed_subscription_is_filled_from_the_log_exactly_once(redis_url, redis_client, metrics) -> None:
+    """CLIENT KILL TYPE pubsub three times while the relay's publisher keeps publishing in three
+    meetings (and one more that starts during a gap): every event once, in order per meeting."""
+    publisher = log_publisher(redis_url, metrics)
+    publisher.start()
+    sent: list[EventBase] = []
+    sessions = ["m1", "m2", "m3"]
+
+    async def emit(n: int) -> None:
+        for _ in range(n):
+            event = transcript(f"line {len(sent)}", session=sessions[len(sent) % len(sessions)])
+            sent.append(event)
+            await publisher.publish(event)
+
+    try:
+        async with RelayClient(redis_url, type="transcript.*") as client:
+            got: list[EventBase] = []
+            await emit(30)
+            got += await take(client, 30)
+            for round_ in range(3):
+                # The client is not reading: the kill and what follows are a gap it must fill.
+                assert await kill_subscribers(redis_client) >= 1
+                if round_ == 1:  # a meeting that starts while the client is away (the index has it)
+                    seconds, _ = await redis_client.time()
+                    await redis_client.zadd("relay:sessions", {"m4": seconds * 1000})
+                    sessions.append("m4")
+                await emit(25)
+                await publisher.wait_done(len(sent))
+                background = asyncio.create_task(emit(40))  # and events keep coming live meanwhile
+                got += await take(client, 65)
+                await background
+            await publisher.wait_done(len(sent))
+            await emit(1)
+            got += await take(client, len(sent) - len(got))
+            assert client.reconnects == 3
+            assert client.filled >= 75  # at least the events published while it was away
+            assert client.unfilled == 0
+    finally:
+        await publisher.aclose(timeout=5)
+    assert_each_once_in_order(got, sent)
+    assert [e.id for e in got if e.session.id == "m4"]  # the meeting it never saw live before the gap
+
+
+async def test_a_subscriber_cut_off_for_lagging_recovers_everything(redis_url, redis_client, metrics) -> None:
+    """Redis closes a pub/sub client past its output-buffer limit; the client refills from the log."""
+    publisher = log_publisher(redis_url, metrics)
+    publisher.start()
+    limit = await redis_client.config_get("client-output-buffer-limit")
+    await redis_client.config_set("client-output-buffer-limit", "pubsub 32kb 0 0")
+    # ~12 MB while the client does not read: more than the sockets' buffers hold, so Redis' own
+    # output buffer for the client passes its limit and Redis cuts it off.
+    sent = [transcript(f"line {n} " + "x" * 4000, session=f"m{n % 2}") for n in range(3000)]
+    try:
+        async with RelayClient(redis_url) as client:
+            for event in sent:
+                await publisher.publish(event)
+            await publisher.wait_done(len(sent))
+            got = await take(client, len(sent), timeout=20)
+            assert client.reconnects >= 1 and client.filled > 0
+    finally:
+        await redis_client.config_set("client-output-buffer-limit", limit["client-output-buffer-limit"])
+        await publisher.aclose(timeout=5)
+    assert_each_once_in_order(got, sent)
+
+
+async def test_gap_fill_applies_the_filters(redis_url, redis_client, metrics) -> None:
+    publisher = log_publisher(redis_url, metrics)
+    publisher.start()
+    try:
+        async with RelayClient(redis_url, session="m:1", type="transcript.final") as client:
+            await publisher.publish(transcript("seen", session="m:1"))
+            assert texts(await take(client, 1)) == ["seen"]
+            await kill_subscribers(redis_client)
+            for event in (chat("a chat", session="m:1"), transcript("a partial", session="m:1", final=False),
+                          transcript("other meeting", session="m_1"), transcript("missed", session="m:1")):  # fmt: skip
+                await publisher.publish(event)
+            await publisher.wait_done(5)
+            await publisher.publish(transcript("live", session="m:1"))
+            assert texts(await take(client, 2)) == ["missed", "live"]
+            assert client.filled >= 1  # "live" too, when it was published before the client was back
+    finally:
+        await publisher.aclose(timeout=5)
+
+
+async def test_fill_gaps_off_loses_the_gap_as_pub_sub_does(redis_url, redis_client, metrics) -> None:
+    publisher = log_publisher(redis_url, metrics)
+    publisher.start()
+    try:
+        async with RelayClient(redis_url, fill_gaps=False) as client:
+            await publisher.publish(chat("before"))
+            assert texts(await take(client, 1)) == ["before"]
+            await kill_subscribers(redis_client)
+            await publisher.publish(chat("missed"))
+            await publisher.wait_done(2)
+            reader = asyncio.create_task(take(client, 1, timeout=30))
+            async with asyncio.timeout(30):
+                while not reader.done():
+                    await publisher.publish(chat("after"))
+                    await asyncio.wait({reader}, timeout=0.1)
+            assert texts(reader.result()) == ["after"] and client.filled == 0
+    finally:
+        await publisher.aclose(timeout=5)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+async def test_a_gap_the_log_cannot_fill_is_told(redis_url, redis_client, metrics, strict) -> None:
+    """The log lost what the client missed (here: the key deleted, as a Redis restart without
+    persistence would): counted and kept, or raised when strict."""
+    from relay.channels import LogKeys
+    from relay.errors import HistoryLost
+
+    publisher = log_publisher(redis_url, metrics)
+    publisher.start()
+    try:
+        async with RelayClient(redis_url, strict=strict) as client:
+            await publisher.publish(chat("before"))
+            assert texts(await take(client, 1)) == ["before"]
+            await kill_subscribers(redis_client)
+            await publisher.publish(chat("missed"))
+            await publisher.wait_done(2)
+            # Recreated, as after a restart, with ids later than the old ones (a test is quicker
+            # than a restart: the same millisecond would give the old ids again).
+            key = LogKeys().log("rec-1")
+            last_ms = int((await redis_client.xrevrange(key, count=1))[0][0].split(b"-")[0])
+            await redis_client.delete(key)
+            await redis_client.xadd(key, {"e": chat("another meeting", session="elsewhere").to_json()}, id=f"{last_ms + 1000}-0")
+            await publisher.publish(chat("after"))
+            await publisher.wait_done(3)
+            if strict:
+                with pytest.raises(HistoryLost):
+                    await take(client, 1)
+            else:
+                reader = asyncio.create_task(take(client, 1, timeout=30))
+                async with asyncio.timeout(30):
+                    while not reader.done():
+                        await publisher.publish(chat("later"))
+                        await asyncio.wait({reader}, timeout=0.1)
+                assert texts(reader.result())[0] in ("after", "later")
+                assert client.unfilled == 1 and isinstance(client.gap_errors[0], HistoryLost)
+    finally:
+        await publisher.aclose(timeout=5)
