@@ -151,6 +151,12 @@ class Word(_Model):
 class Transcript(_Model):
     text: str = Field(description="The words joined by single spaces.")
     is_final: bool
+    utterance_id: str | None = Field(
+        default=None,
+        description="The utterance this belongs to: a participant's partials and the final that ends them carry the "
+        "same id (unique; key on session, participant and this id). Null when the provider gives nothing to pair "
+        "them by (see \"Transcripts: partials and finals\").",
+    )
     words: list[Word] = Field(default_factory=list)
     start: float | None = Field(default=None, description="Seconds since the session start.")
     end: float | None = None

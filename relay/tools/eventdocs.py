@@ -63,9 +63,10 @@ MEANINGS: Final[dict[str, str]] = {
     "participant.*": "A participant joined, left, changed their details (name, email), started or stopped "
                      "speaking, or turned their webcam or screenshare on or off.",
     "chat.message": "A participant wrote in the meeting chat (`to`: `everyone` or `only_bot`).",
-    "transcript.final": "A finished utterance: its words will not change.",
+    "transcript.final": "A finished utterance: its words will not change. It replaces the partials with its "
+                        "`utterance_id` (see \"Transcripts: partials and finals\").",
     "transcript.partial": "An interim result for an utterance still being spoken; later partials and the final "
-                          "replace it.",
+                          "with the same `utterance_id` replace it.",
     "transcript.provider_data": "The transcription provider's own message, untouched, for consumers that need "
                                 "provider-specific detail.",
     "audio.chunk": "A buffer of 16 kHz mono S16LE PCM: the meeting's mixed audio, or one participant's "
@@ -145,7 +146,13 @@ FIELD_NOTES: Final[dict[tuple[str, str], str]] = {
 
 
 def _fixed(event: EventBase, n: int) -> EventBase:
-    return event.model_copy(update={"id": f"01956a3c-8f00-7000-8000-{n:012x}"})
+    fixed = f"01956a3c-8f00-7000-8000-{n:012x}"
+    update: dict[str, Any] = {"id": fixed}
+    payload = getattr(event, "payload", None)
+    if getattr(payload, "utterance_id", None) == event.id:  # an utterance the example opened: its id is the event's
+        assert isinstance(payload, BaseModel)
+        update["payload"] = payload.model_copy(update={"utterance_id": fixed})
+    return event.model_copy(update=update)
 
 
 def _recall(make: Callable[[frames.BotIdentity, frames.Frame], frames.Frame | bytes], n: int) -> Callable[[], EventBase]:
@@ -311,6 +318,38 @@ def _channel(event: EventBase, type_: str) -> str:
     return f"`{ChannelScheme().prefix}:{kind}:<source>:<session>:{type_}`"
 
 
+#: The fixed prose of docs/events.md's transcript section (relay/providers/recall/parse.py, RecallParser).
+TRANSCRIPT_SECTION: Final[tuple[str, ...]] = (
+    "## Transcripts: partials and finals",
+    "",
+    "An utterance comes as partials (`transcript.partial`, each repeating the whole utterance so far), then",
+    "one final (`transcript.final`) that replaces them. A participant's partials and their final share",
+    "`payload.utterance_id`, so a consumer keys what it shows on `(session.id, participant.id,",
+    "payload.utterance_id)` (`participant` may be null: key on null): a partial replaces the one with its",
+    "key, the final replaces it for good, and a partial arriving after its final is dropped. Ids are UUIDs,",
+    "unique across connections and relay processes: treat them as opaque strings.",
+    "",
+    "| source | `utterance_id` |",
+    "| --- | --- |",
+    "| `recall` | Recall names no utterance, so the relay pairs them on each bot connection: a participant's first partial opens an utterance (its id is that event's `id`), later partials carry it, the final carries it and closes it. A final without partials before it gets its own event's `id`. |",
+    "| `asapp` | null: ASAPP sends finals only and names no utterance; each final stands alone. |",
+    "| `videodb` | null: VideoDB's transcript frames name no segment. A final replaces the partials of its session and `session.stream_id` received before it. |",
+    "",
+    "What the relay cannot know (Recall):",
+    "",
+    "- **The next utterance's partials before the previous final.** Nothing in a frame tells them apart, so",
+    "  they take the open utterance's id and its final replaces them; the next partial after that final",
+    "  opens the new utterance and repeats its words, so a display shows them again a moment later and",
+    "  nothing is lost.",
+    "- **Reconnects.** A new connection (Recall retrying, perhaps to another relay process, or a relay",
+    "  restart) cannot know the previous connection's open utterance: the final gets a fresh id, and the",
+    "  partials sent before the drop keep an id that no final carries. So drop a participant's unfinished",
+    "  partials when a later final of that participant arrives.",
+    "- **Open utterances are bounded**: at most 1024 per connection; past that the oldest opened is",
+    "  forgotten (its final gets a fresh id, as after a reconnect).",
+    "",
+)
+
 #: The fixed prose of docs/events.md's "The log" section (relay/channels.py, relay/client/log.py).
 LOG_SECTION: Final[tuple[str, ...]] = (
     "## The log",
@@ -410,6 +449,7 @@ def render() -> str:
         out += _fields_table(payload)
         origin = f"produced by `{example.produced_by}` from a documented frame" if example.produced_by else "built from the schema classes (no parser output yet)"
         out += ["", f"Example ({origin}):", "", "```json", _example_json(event), "```", ""]
+    out += TRANSCRIPT_SECTION
     out += LOG_SECTION
     return "\n".join(out)
 

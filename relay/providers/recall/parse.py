@@ -17,6 +17,10 @@ Two protocols arrive on the same kind of socket:
   **emits no event**: it carries nothing but the session, which every following event repeats; it
   only sets :attr:`RecallParser.session` and switches binary frames to media.
 
+Transcripts carry an utterance id that a participant's partials and their final share (Recall sends
+none: the parser pairs them per connection, see :class:`RecallParser`; the contract for consumers is
+in ``docs/events.md``, "Transcripts: partials and finals").
+
 Errors: any malformed frame raises :class:`FrameRejected` -- and nothing else, whatever the input --
 whose ``reason`` is one of :data:`relay.errors.REJECT_REASONS` (a bounded metric label). Unknown fields are
 ignored; known fields of the wrong type are errors. Unknown event *types* are not errors: Recall
@@ -101,6 +105,9 @@ _SEPARATE: Final = "separate"
 _VIDEO: Final = "video"
 #: Above this many remembered participants a connection starts over (bounds memory per socket).
 _MAX_CACHED_PARTICIPANTS: Final = 1024
+#: Above this many open utterances (partials sent, final not yet) a connection forgets its oldest:
+#: a participant who left mid-utterance must not hold memory for the rest of the meeting.
+_MAX_OPEN_UTTERANCES: Final = 1024
 
 #: A session or participant model with its JSON fields, as an event's ``session`` or ``participant``
 #: publishes them. Both repeat on every event of a connection, so they are dumped once, when the
@@ -252,27 +259,44 @@ def _event(
 
 
 def _transcript_record(
-    session: _Known, participant: _Known, received: datetime, is_final: bool,
-    words: list[dict[str, Any]], texts: list[str], first_abs: datetime | None, language: str | None,
+    utterances: dict[tuple[str, Any], str], session: _Known, participant: _Known, received: datetime,
+    is_final: bool, words: list[dict[str, Any]], texts: list[str], first_abs: datetime | None, language: str | None,
 ) -> EventRecord:
     """A transcript: ``words`` (``{text, start, end}`` each) and their ``texts``, as the word readers
     (:func:`_plain_words`, :func:`_checked_words`, :func:`_fast_transcript`) read them. Its time is
-    its first word's."""
+    its first word's.
+
+    Its utterance id comes from ``utterances``, the parser's open utterances, which this updates
+    (the rule: :class:`RecallParser`). So every path calls this only once the frame has parsed: a
+    bad frame opens or closes nothing. A new utterance's id is the id of the event that opens it:
+    made anyway, unique across connections and processes, so opening one costs no second UUID
+    (0.8 us). (Done here, not in a parser method around this: a call fewer per transcript.)"""
+    who = participant[1]
+    key = (session[0].id, None if who is None else who["id"])
+    utterance_id = utterances.pop(key, None) if is_final else utterances.get(key)
     start = words[0]["start"] if words else None
-    return _event(
+    payload = {
+        "utterance_id": utterance_id,
+        "words": words,
+        "start": start,
+        "end": words[-1]["end"] if words else None,
+        "language": language,
+        "start_time": None,
+        "end_time": None,
+        "text": " ".join(texts),
+        "is_final": is_final,
+    }
+    record = _event(
         TranscriptEvent, "transcript.final" if is_final else "transcript.partial", session, participant,
-        (start, first_abs), received,
-        {
-            "words": words,
-            "start": start,
-            "end": words[-1]["end"] if words else None,
-            "language": language,
-            "start_time": None,
-            "end_time": None,
-            "text": " ".join(texts),
-            "is_final": is_final,
-        },
+        (start, first_abs), received, payload,
     )  # fmt: skip
+    if utterance_id is None:
+        payload["utterance_id"] = utterance_id = record.body["id"]
+        if not is_final:
+            if len(utterances) >= _MAX_OPEN_UTTERANCES:
+                del utterances[next(iter(utterances))]  # the oldest opened
+            utterances[key] = utterance_id
+    return record
 
 
 def _audio_record(
@@ -575,11 +599,28 @@ class RecallParser:
     """Turns the frames of ONE Recall connection into relay events.
 
     Create one per accepted socket and call :meth:`feed` for each frame, in order. It keeps only
-    what the protocol needs across frames: the legacy header (if any), the last session, and a
-    cache of participants; memory is bounded per connection.
+    what the protocol needs across frames: the legacy header (if any), the last session, a
+    cache of participants, and each participant's open utterance (below); memory is bounded per
+    connection.
+
+    **Utterance ids** (``payload.utterance_id`` of transcripts). Recall names no utterance, so the
+    parser pairs them: per session and participant, the first ``transcript.partial_data`` opens an
+    utterance whose id is that event's own id (a UUIDv7: unique across connections, reconnects and
+    relay processes); later partials carry it, and ``transcript.data`` (the final) carries it and
+    closes it. A final with no open utterance (no partials, or they came on another connection)
+    gets its own event id. Partials of a next utterance that arrive before the previous final
+    join the open utterance (nothing in a frame tells them apart), so they are replaced by that
+    final; the next partial after it opens the new utterance, and since each partial repeats the
+    whole utterance so far, nothing is lost. A reconnect is a new parser, which cannot know the
+    previous connection's open utterance: its final gets a fresh id, and the partials sent before
+    the drop keep an id that no final carries. At most :data:`_MAX_OPEN_UTTERANCES` stay open; past
+    that the oldest opened is forgotten (its final then gets a fresh id).
     """
 
-    __slots__ = ("_session", "_session_key", "_participants", "_legacy", "_legacy_samples", "_raw_sessions", "_raw_participants")
+    __slots__ = (
+        "_session", "_session_key", "_participants", "_legacy", "_legacy_samples", "_raw_sessions", "_raw_participants",
+        "_utterances",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self._session: _Known = _NOBODY  # (SessionRef, its JSON fields) of the last frame that named one
@@ -592,6 +633,8 @@ class RecallParser:
         # artifacts), and participant bytes -> participant.
         self._raw_sessions: list[tuple[tuple[msgspec.Raw, ...], _Known]] = []
         self._raw_participants: dict[bytes, _Known] = {}
+        # (session id, participant id) -> the id of its open utterance, oldest opened first.
+        self._utterances: dict[tuple[str, Any], str] = {}
 
     @property
     def session(self) -> SessionRef | None:
@@ -688,7 +731,7 @@ class RecallParser:
             if participant is None:
                 return None
             if cls is _TranscriptFinal or cls is _TranscriptPartial:
-                out = _fast_transcript(session, participant, received, cls is _TranscriptFinal, inner)
+                out = _fast_transcript(self._utterances, session, participant, received, cls is _TranscriptFinal, inner)
             else:
                 buffer = inner.buffer
                 out = _video_record(
@@ -799,8 +842,8 @@ class RecallParser:
         else:
             words, texts, first_abs = _checked_words(raw_words)
         return _transcript_record(
-            session, self._participant(inner.get("participant")), received, name == "transcript.data",
-            words, texts, first_abs, _opt_str(inner.get("language"), "data.data.language"),
+            self._utterances, session, self._participant(inner.get("participant")), received,
+            name == "transcript.data", words, texts, first_abs, _opt_str(inner.get("language"), "data.data.language"),
         )  # fmt: skip
 
     def _audio(self, name: str, inner: dict[str, Any], session: _Known, received: datetime) -> EventRecord:
@@ -969,10 +1012,13 @@ def _fast_time(t: _Time | None) -> _Moment:
 
 
 def _fast_transcript(
-    session: _Known, participant: _Known, received: datetime, is_final: bool, inner: _TranscriptData
+    utterances: dict[tuple[str, Any], str], session: _Known, participant: _Known, received: datetime,
+    is_final: bool, inner: _TranscriptData,
 ) -> EventRecord:
     """:meth:`RecallParser._transcript` of a decoded transcript: its words read as :func:`_checked_words`
-    reads them (the decoder checked their types), then the same :func:`_transcript_record`.
+    reads them (the decoder checked their types), then the same :func:`_transcript_record` (only
+    after every word has parsed: a word that sends the frame to the checked path must not have
+    opened or closed an utterance).
 
     The fast path's own word reader, because decoding the words into dicts that :func:`_plain_words`
     could read instead costs about 1.5 us more per transcript than decoding them into Structs and
@@ -1003,7 +1049,7 @@ def _fast_transcript(
                 _opt_datetime(et.absolute, "data.data.words[].end_timestamp.absolute")
         words.append({"text": text, "start": start, "end": end})
         texts.append(text)
-    return _transcript_record(session, participant, received, is_final, words, texts, first_abs, inner.language)
+    return _transcript_record(utterances, session, participant, received, is_final, words, texts, first_abs, inner.language)
 
 
 def _b64(data: memoryview) -> str:

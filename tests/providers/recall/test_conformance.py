@@ -39,12 +39,14 @@ PNG = frames.png_image(4, 4)
 
 def feed(payload: Any, parser: RecallParser | None = None) -> EventBase:
     """One payload, sent as Recall sends it (a JSON text frame), twice: the second takes the fast
-    path where its kind has one; both must give the same event (but its id)."""
+    path where its kind has one; both must give the same event (but its id, and a final's utterance
+    id: two finals are two utterances)."""
     parser = parser or RecallParser()
     text = orjson.dumps(payload).decode()
     [first] = parser.feed(text, received_at=RECEIVED)
     [second] = parser.feed(text, received_at=RECEIVED)
-    assert first.model_dump(exclude={"id"}) == second.model_dump(exclude={"id"})
+    unpaired: Any = {"id": True, "payload": {"utterance_id"}}
+    assert first.model_dump(exclude=unpaired) == second.model_dump(exclude=unpaired)
     assert parse_event(first.model_dump_json()) == first  # what is published parses back
     return first
 
@@ -119,6 +121,19 @@ def test_transcript_payloads(partial: bool) -> None:
     assert [(w.text, w.start, w.end) for w in event.payload.words] == [("good", 3.1, 3.4), ("morning", 3.4, None)]
     assert (event.payload.start, event.payload.end, event.time.relative) == (3.1, None, 3.1)
     assert event.participant == Participant(id="200", is_host=False)
+
+
+def test_transcript_payloads_partial_and_final_share_an_utterance_id() -> None:
+    """The page's partial and final, in Recall's order on one connection: one utterance."""
+    partial = orjson.loads(orjson.dumps(TRANSCRIPT))
+    partial["event"] = "transcript.partial_data"
+    partial["data"]["data"]["words"] = partial["data"]["data"]["words"][:1]
+    parser = RecallParser()
+    [interim] = parser.feed(orjson.dumps(partial).decode(), received_at=RECEIVED)
+    [final] = parser.feed(orjson.dumps(TRANSCRIPT).decode(), received_at=RECEIVED)
+    assert isinstance(interim, TranscriptEvent) and isinstance(final, TranscriptEvent)
+    assert interim.payload.utterance_id is not None
+    assert final.payload.utterance_id == interim.payload.utterance_id
 
 
 # Source: https://github.com/recallai/sample-apps (the zod schemas of its real-time transcript,

@@ -290,7 +290,8 @@ def test_published_bytes_of_the_benchmark_transcript(monkeypatch: Any) -> None:
         b'"participant":{"id":"100","name":"Speaker 0","email":null,"is_host":false,"platform":"desktop",'
         b'"role":null,"extra":{}},'
         b'"time":{"relative":1.0,"absolute":null,"received":"2025-01-01T12:30:15.123456Z"},'
-        b'"payload":{"words":[{"text":"hello","start":1.0,"end":1.35},{"text":"there","start":1.35,"end":null}],'
+        b'"payload":{"utterance_id":"' + EVENT_ID.encode() + b'",'
+        b'"words":[{"text":"hello","start":1.0,"end":1.35},{"text":"there","start":1.35,"end":null}],'
         b'"start":1.0,"end":null,"language":null,"start_time":null,"end_time":null,'
         b'"text":"hello there","is_final":true}}'
     )

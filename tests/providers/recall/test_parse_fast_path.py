@@ -20,7 +20,7 @@ import relay.providers.recall.parse as parse
 from relay.errors import FrameRejected
 from relay.providers.recall.parse import RecallParser
 
-from .test_parse_equivalence import EVENT_ID, RECEIVED, envelopes, inner_data, json_values
+from .test_parse_equivalence import RECEIVED, envelopes, inner_data, json_values
 from .test_parse_properties import _paths
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -77,16 +77,35 @@ def mutated(draw: st.DrawFn) -> str:
     return text
 
 
+class StepIds:
+    """Event ids that are the same for both parsers at each step and differ between steps, so an
+    utterance id (the id of the event that opened the utterance) shows which step opened it: the
+    two paths must open and close the same utterances, not only publish the same shape."""
+
+    def __init__(self) -> None:
+        self.step = self.n = 0
+
+    def at(self, step: int) -> None:
+        self.step, self.n = step, 0
+
+    def __call__(self) -> str:
+        self.n += 1
+        return f"{self.step:08x}-0000-7000-8000-{self.n:012x}"
+
+
 @SETTINGS
 @given(st.lists(mutated(), min_size=1, max_size=4))
 def test_fast_path_agrees_with_checked_path(frames: list[str]) -> None:
     original = parse.new_event_id
-    parse.new_event_id = lambda: EVENT_ID  # type: ignore[assignment]
+    ids = StepIds()
+    parse.new_event_id = ids  # type: ignore[assignment]
     try:
         fast, checked = RecallParser(), CheckedParser()
-        for frame in frames:
-            for _ in range(2):
-                assert outcome(fast, frame) == outcome(checked, frame), frame
+        for step, frame in enumerate(f for f in frames for _ in range(2)):
+            ids.at(step)
+            fast_out = outcome(fast, frame)
+            ids.at(step)
+            assert fast_out == outcome(checked, frame), frame
     finally:
         parse.new_event_id = original  # type: ignore[assignment]
 
