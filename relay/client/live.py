@@ -297,6 +297,11 @@ class RelayClient:
             self.reconnects += 1
             return
 
+    def remember(self, event: EventBase) -> bool:
+        """Count ``event`` as delivered by other means (e.g. read from the log before going live):
+        a live repeat of it is then dropped, by id and by log position. False if it already was."""
+        return self._accept_event(event) is not None
+
     def _accept(self, data: bytes | str | None) -> EventBase | None:
         """Parse, apply the exact session filter, and drop repeats."""
         if data is None:

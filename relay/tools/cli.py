@@ -1,4 +1,4 @@
-"""The ``relay`` command: ``serve``, ``schema``, ``simulate-bot``.
+"""The ``relay`` command: ``serve``, ``schema``, ``simulate-bot``, ``tail``, ``replay``, ``demo``.
 
 Each subcommand is a function taking the parsed arguments and returning the exit status; the
 heavier ones import their modules lazily so ``relay schema`` stays quick.
@@ -139,6 +139,22 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return asyncio.run(tail.run(args, redis_url=args.redis_url or settings.redis.url, prefix=settings.redis.channel_prefix))
 
 
+# --- replay ---------------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from relay.tools import tail
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(
+        tail.run_replay(args, redis_url=args.redis_url or settings.redis.url, prefix=settings.redis.channel_prefix)
+    )
+
+
 # --- demo -----------------------------------------------------------------------------------------
 
 
@@ -173,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail.add_arguments(tail_parser)
     tail_parser.set_defaults(func=cmd_tail)
+
+    replay_parser = sub.add_parser("replay", help="show a meeting from its log, then exit (--follow: until it ends)",
+                                   epilog="exit status: 0 the end of the log; 1 Redis did not answer; 2 a bad position; "
+                                          "3 no log for the session, or its history was trimmed or lost")  # fmt: skip
+    tail.add_replay_arguments(replay_parser)
+    replay_parser.set_defaults(func=cmd_replay)
 
     demo_parser = sub.add_parser("demo", help="everything on one machine: Redis, emulators, relay, bots, live events")
     demo_parser.add_argument("--duration", type=float, help="seconds of meeting to play, then stop (default: until Ctrl-C)")

@@ -7,9 +7,18 @@
     relay tail --session <recording-id> --media  # one meeting, audio and video included
     relay tail --json | jq .payload.text         # one event per line, exactly as published
 
-It is a thin shell around :class:`relay.client.RelayClient` (filters, dedupe, resubscribing) and
-:func:`render`, the one-line rendering ``relay demo`` reuses. Once subscribed it says so on
-stderr (``subscribed to ...``), so a script can start publishing after that line.
+It is a thin shell around :class:`relay.client.RelayClient` (filters, dedupe, resubscribing and
+filling gaps from the log) and :func:`render`, the one-line rendering ``relay demo`` reuses. Once
+subscribed it says so on stderr (``subscribed to ...``), so a script can start publishing after
+that line. ``--session S --from-start`` first shows the meeting so far from its log, then goes on
+live: the subscription is made before the log is read, so nothing falls between them, and live
+messages already shown from the log are dropped (by id and by log position).
+
+``relay replay SESSION [--from POS] [--json] [--follow]`` (:func:`run_replay`) shows a meeting from
+its log (:class:`relay.client.RelayLog`) and exits 0 at the end of the log; with ``--follow`` it
+then waits for new entries until ``session.ended``. Exit status 1: Redis did not answer; 2: a bad
+position; 3: no log for the session, or its history was trimmed or lost (the message says which;
+``--allow-partial`` shows what remains instead).
 """
 
 from __future__ import annotations
@@ -46,7 +55,12 @@ from relay.schema import (
 if TYPE_CHECKING:  # imported when used, so `relay --help` does not load redis
     from relay.client import RelayClient
 
-__all__ = ["EventPrinter", "add_arguments", "render", "run", "summarize", "tail"]
+__all__ = ["EventPrinter", "add_arguments", "add_replay_arguments", "render", "run", "run_replay", "summarize", "tail"]
+
+#: ``relay replay``'s exit status for a position that is not one, and for a log that cannot give
+#: the whole meeting (no log, history trimmed or lost).
+EXIT_BAD_POSITION = 2
+EXIT_NO_HISTORY = 3
 
 #: A colour per source, so interleaved providers are told apart at a glance.
 SOURCE_STYLES: dict[str, str] = {"recall": "cyan", "videodb": "magenta", "asapp": "green"}
@@ -156,6 +170,94 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--media", action="store_true", help="include audio.chunk and video.frame events")
     parser.add_argument("--json", action="store_true", help="one JSON event per line on stdout, for scripts")
     parser.add_argument("--count", type=int, help="exit after this many events")
+    parser.add_argument("--from-start", action="store_true",
+                        help="with --session: show the meeting so far from its log first, then go on live")  # fmt: skip
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``relay replay``."""
+    parser.add_argument("session", metavar="SESSION", help="the session id (Recall: the recording id)")
+    parser.add_argument("--from", dest="from_", metavar="POS",
+                        help="show only what comes after this log position (an event's log_id, <ms>-<seq>)")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="one JSON event per line on stdout, for scripts")
+    parser.add_argument("--follow", action="store_true", help="after the log's end, wait for new events until session.ended")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="show what the log holds even when history was trimmed or lost (else exit 3)")  # fmt: skip
+    parser.add_argument("--redis-url", help="Redis the relay publishes to (default: RELAY_REDIS_URL or the settings file)")
+    parser.add_argument("--config", type=Path, help="TOML settings file to take the Redis URL and channel prefix from")
+
+
+async def run_replay(args: argparse.Namespace, *, redis_url: str, prefix: str = "relay") -> int:
+    """``relay replay`` itself; see the module docstring for its exit status."""
+    from redis.asyncio import Redis
+
+    from relay.client import RelayLog
+    from relay.errors import BadPosition, LogError
+
+    err = Console(stderr=True, highlight=False)
+    # Without --follow every call returns at once: a timeout keeps a stuck Redis from hanging it.
+    redis = Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=None if args.follow else 10.0)
+    show = EventPrinter(json=args.json)
+    partial = args.allow_partial
+    loop = asyncio.get_running_loop()
+
+    async def play() -> None:
+        async with RelayLog(redis=redis, prefix=prefix, reconnect=args.follow) as log:
+            if args.follow:
+                events = log.follow(args.session, args.from_, allow_trimmed=partial, allow_lost=partial)
+            else:
+                events = log.replay(args.session, args.from_, allow_trimmed=partial, allow_lost=partial)
+            async for event in events:
+                show(event)
+
+    reader = asyncio.create_task(play())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, reader.cancel)
+    try:
+        await reader
+    except asyncio.CancelledError:
+        pass
+    except BadPosition as exc:
+        err.print(f"relay replay: {exc}")
+        return EXIT_BAD_POSITION
+    except LogError as exc:
+        err.print(f"relay replay: {type(exc).__name__}: {exc}")
+        return EXIT_NO_HISTORY
+    except (RedisError, OSError) as exc:
+        err.print(f"relay replay: cannot read the log at {_redact(redis_url)}: {exc}")
+        return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        with contextlib.suppress(Exception):
+            await redis.aclose()
+    err.print(f"{show.shown} events", style="dim")
+    return 0
+
+
+async def _from_start(client: RelayClient, session: str, show: Callable[[EventBase], Any], err: Console, *,
+                      redis_url: str, prefix: str, count: int | None) -> tuple[int, int] | None:  # fmt: skip
+    """``--from-start``: the meeting so far from the log, shown, and remembered in the client so
+    that live messages it already showed are dropped. Returns (shown, exit status) to stop with,
+    or None to go on live."""
+    from relay.client import RelayLog
+    from relay.errors import LogError, SessionNotFound
+
+    shown = 0
+    async with RelayLog(redis_url, prefix=prefix) as log:
+        try:
+            async for event in log.replay(session):
+                if client.remember(event):
+                    show(event)
+                    shown += 1
+                    if count is not None and shown >= count:
+                        return shown, 0
+        except SessionNotFound:
+            err.print(f"no log for session {session!r} yet: showing live events only", style="dim")
+        except LogError as exc:
+            err.print(f"relay tail: {type(exc).__name__}: {exc}")
+            return shown, EXIT_NO_HISTORY
+    return None
 
 
 async def run(args: argparse.Namespace, *, redis_url: str, prefix: str = "relay") -> int:
@@ -175,9 +277,26 @@ async def run(args: argparse.Namespace, *, redis_url: str, prefix: str = "relay"
                   "started by `relay serve` logs its URL when it starts")  # fmt: skip
         return 1
     err.print(f"subscribed to {', '.join(client.patterns)} at {_redact(redis_url)}", style="dim")
+    show = EventPrinter(json=args.json)
+    count = args.count
+    if getattr(args, "from_start", False):
+        if args.session is None:
+            await client.aclose()
+            err.print("relay tail: --from-start needs --session (a meeting's log is read from its start)")
+            return 2
+        try:
+            stop = await _from_start(client, args.session, show, err, redis_url=redis_url, prefix=prefix, count=count)
+        except (RedisError, OSError) as exc:
+            await client.aclose()
+            err.print(f"relay tail: cannot read the log at {_redact(redis_url)}: {exc}")
+            return 1
+        if stop is not None:
+            await client.aclose()
+            return stop[1]
+        count = None if count is None else count - show.shown
 
     loop = asyncio.get_running_loop()
-    reader = asyncio.create_task(tail(client, EventPrinter(json=args.json), count=args.count))
+    reader = asyncio.create_task(tail(client, show, count=count))
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, reader.cancel)
     try:
