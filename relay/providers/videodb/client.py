@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from datetime import datetime, timezone
 
 import httpx
@@ -49,7 +50,7 @@ from relay.core.metrics import RelayMetrics
 from relay.providers.videodb.config import ResolvedCollection, VideoDBSettings
 from relay.errors import AuthRejected, FrameRejected, UpstreamError
 from relay.providers.videodb.jobs import JobBinder, call, fetch_capture_session, job_label, wanted_jobs
-from relay.providers.videodb.dedupe import SegmentDedupe, segment_key
+from relay.providers.videodb.dedupe import SegmentDedupe, SegmentKey, segment_key
 from relay.providers.videodb.parse import RtStreamInfo, parse_frame, parse_hello, parse_transcript_record, session_for
 from relay.providers.videodb.registry import RtStreamRegistry
 from relay.providers.videodb.retry import JobRetryPolicy
@@ -107,6 +108,9 @@ class VideoDBCollectionClient:
         self._cursor = cursor  # the same, in Redis, for the replica that takes over
         self._cursor_failing = False  # a failed cursor write was logged (once per outage)
         self._marks = marks  # final segments published by any replica (socket, backfill, callbacks)
+        # Final segments queued for publishing, to confirm once on Redis: (publisher position, key, rtstream, start).
+        self._confirming: deque[tuple[int, SegmentKey, str, datetime | None]] = deque()
+        self._confirmer: asyncio.Task[None] | None = None
         self._transcribed: set[str] = set()  # rtstreams whose transcript was bound in this client's life
         self._refreshed = False  # the registry's sessions were fetched from VideoDB once at start
         self._logged_reasons: set[str] = set()  # frame rejection reasons logged on this connection
@@ -121,6 +125,15 @@ class VideoDBCollectionClient:
 
     async def run(self) -> None:
         """Connect and serve until cancelled; returns only when VideoDB rejects the key."""
+        try:
+            await self._run()
+        finally:
+            # Unconfirmed segments are left to their claims' expiry and the next holder's backfill.
+            if self._confirmer is not None:
+                self._confirmer.cancel()
+            self._confirming.clear()
+
+    async def _run(self) -> None:
         s = self._settings
         self._refreshed = False  # each hold of the lease starts by refreshing the sessions it inherits
         backoff = Backoff(s.backoff_initial_s, s.backoff_max_s)
@@ -246,11 +259,27 @@ class VideoDBCollectionClient:
                 return False  # a transcript callback (on any replica) was first
         await self._publisher.publish(event, received_ns=received_ns)
         if final is not None:
-            rts, p = final
-            if p.start_time is not None and (rts not in self._last_start or p.start_time > self._last_start[rts]):
-                self._last_start[rts] = p.start_time
-                await self._save_cursor(rts, p.start_time)
+            # Confirmed once on Redis, not when queued: a process that dies with the segment
+            # queued leaves a short claim and an unmoved cursor, so the replica taking over
+            # fetches the segment back instead of skipping it (relay/providers/videodb/store.py).
+            self._confirming.append((self._publisher.accepted, key, final[0], final[1].start_time))
+            if self._confirmer is None or self._confirmer.done():
+                self._confirmer = asyncio.create_task(self._confirm_published(), name=f"videodb-confirm-{self.collection.id}")
         return True
+
+    async def _confirm_published(self) -> None:
+        """Confirm each final segment once the publisher has it on Redis: its mark made lasting,
+        the rtstream's cursor moved (in memory and Redis), in the order they were published."""
+        confirming = self._confirming
+        while confirming:
+            position, key, rts, start = confirming[0]
+            await self._publisher.wait_done(position)
+            confirming.popleft()
+            if self._marks is not None:
+                await self._marks.confirm(key)
+            if start is not None and (rts not in self._last_start or start > self._last_start[rts]):
+                self._last_start[rts] = start
+                await self._save_cursor(rts, start)
 
     async def _save_cursor(self, rts: str, start: datetime) -> None:
         if self._cursor is None:

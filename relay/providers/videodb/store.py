@@ -17,7 +17,7 @@ successor (``docs/protocols/videodb.md``, section 4, "Index lifetime"):
 These expire after a week without writes, like the rtstream registry. And
 
 * ``<prefix>:videodb:<collection>:segment:<sha256>``: a final transcript segment published
-  (``SET NX EX segment_dedupe_ttl_s``), claimed by whichever of the socket, the backfill and a
+  (``SET NX PX`` a few seconds, made ``EX segment_dedupe_ttl_s`` once published), claimed by whichever of the socket, the backfill and a
   transcript callback (on any replica) gets it first (:class:`SegmentMarks`).
 """
 
@@ -110,16 +110,24 @@ class TranscriptCursor:
 class SegmentMarks:
     """Final transcript segments published, across replicas (see the module docstring).
 
-    :meth:`first` never raises for Redis: if Redis cannot answer (within ``timeout_s``) the segment
-    counts as new (published at least once: a duplicate beats a loss), the failure is counted as
+    A claim is made in two steps, so that a process that dies between queuing a segment and
+    publishing it does not leave the segment claimed for ever (and so skipped by the replica that
+    fetches the gap back): :meth:`first` claims it for ``pending_s`` only, and :meth:`confirm`,
+    called once the segment is on Redis, makes the mark last ``ttl_s``. ``pending_s`` is shorter
+    than the lease's TTL, so by the time a replica takes a dead holder's collection over and
+    fetches the gap back, the holder's unconfirmed claims have expired.
+
+    Neither raises for Redis: if Redis cannot answer (within ``timeout_s``) the segment counts as
+    new (published at least once: a duplicate beats a loss), the failure is counted as
     ``relay_redis_errors_total{operation="videodb_segment_dedupe"}`` and logged once per outage.
     """
 
     def __init__(self, redis: Redis, key_prefix: str, collection: str, ttl_s: int, metrics: RelayMetrics,
-                 timeout_s: float) -> None:  # fmt: skip
+                 timeout_s: float, pending_s: float = 5.0) -> None:  # fmt: skip
         self._redis = redis
         self._base = f"{key_prefix}:videodb:{collection}:segment"
         self._ttl_s = ttl_s
+        self._pending_ms = max(1, round(pending_s * 1000))
         self._metrics = metrics
         self._timeout_s = timeout_s
         self._failing = False
@@ -128,19 +136,33 @@ class SegmentMarks:
         return f"{self._base}:{segment_digest(segment)}"
 
     async def first(self, segment: SegmentKey) -> bool:
-        """True if no replica published ``segment`` yet (and claims it), False if one did."""
+        """True if no replica published or is publishing ``segment`` (and claims it for
+        ``pending_s``), False if one did."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                claimed = await self._redis.set(self.key(segment), b"1", nx=True, ex=self._ttl_s)
+                claimed = await self._redis.set(self.key(segment), b"1", nx=True, px=self._pending_ms)
         except (RedisError, TimeoutError):
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError from None
-            self._metrics.redis_errors.labels("videodb_segment_dedupe").inc()
-            if not self._failing:
-                log.warning("videodb: cannot deduplicate transcript segments across replicas (Redis); "
-                            "publishing them anyway (duplicates possible)")  # fmt: skip
-            self._failing = True
+            self._failed()
             return True
         self._failing = False
         return bool(claimed)
+
+    async def confirm(self, segment: SegmentKey) -> None:
+        """``segment`` is on Redis: its mark now lasts ``ttl_s``."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._redis.set(self.key(segment), b"1", ex=self._ttl_s)
+        except (RedisError, TimeoutError):
+            self._failed()  # the pending claim expires: at worst the segment is published twice
+        else:
+            self._failing = False
+
+    def _failed(self) -> None:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from None
+        self._metrics.redis_errors.labels("videodb_segment_dedupe").inc()
+        if not self._failing:
+            log.warning("videodb: cannot deduplicate transcript segments across replicas (Redis); "
+                        "publishing them anyway (duplicates possible)")  # fmt: skip
+        self._failing = True

@@ -54,7 +54,7 @@ from relay.errors import FrameRejected
 from relay.providers.videodb.config import VideoDBSettings
 from relay.errors import UpstreamError
 from relay.providers.videodb.parse import Callback, RtStreamInfo, Webhook, parse_callback
-from relay.providers.videodb.dedupe import segment_key
+from relay.providers.videodb.dedupe import SegmentKey, segment_key
 from relay.providers.videodb.registry import RtStreamRegistry
 from relay.providers.videodb.store import SegmentMarks
 from relay.core.publisher import EventPublisher
@@ -213,13 +213,13 @@ class WebhookReceiver:
         known = {s.rtstream_id for s in fetched}
         return fetched + tuple(s for s in hook.rtstreams if s.rtstream_id not in known)
 
-    async def _first_segment(self, collection: str, hook: Callback) -> bool:
-        """False for a final transcript segment a replica's socket, backfill or callback published."""
+    def _segment(self, collection: str, hook: Callback) -> tuple[SegmentMarks, SegmentKey] | None:
+        """The marks and key of a final transcript segment (None for any other callback)."""
         event, marks = hook.published, self._segment_marks.get(collection)
         if marks is None or not isinstance(event, TranscriptEvent) or not event.payload.is_final or event.session.stream_id is None:
-            return True
+            return None
         p = event.payload
-        return await marks.first(segment_key(event.session.stream_id, p.start_time, p.end_time, p.text))
+        return marks, segment_key(event.session.stream_id, p.start_time, p.end_time, p.text)
 
     async def _process(self, collection: str, hook: Webhook | Callback) -> None:
         key = self._dedupe_key(hook)
@@ -236,10 +236,15 @@ class WebhookReceiver:
             self._metrics.videodb_webhooks.labels("duplicate").inc()
             return
         if isinstance(hook, Callback):
-            if not await self._first_segment(collection, hook):
+            segment = self._segment(collection, hook)
+            if segment is not None and not await segment[0].first(segment[1]):
                 self._metrics.videodb_webhooks.labels("duplicate").inc()
                 return
             await self._publisher.publish(hook.published)
+            if segment is not None:
+                # The claim lasts once the segment is on Redis (relay/providers/videodb/store.py).
+                await self._publisher.wait_done(self._publisher.accepted)
+                await segment[0].confirm(segment[1])
             return
         registry = self._registries[collection]
         streams = await self._rtstreams(collection, hook) if hook.status == "active" else ()

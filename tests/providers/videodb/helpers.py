@@ -88,12 +88,13 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running_service(settings: VideoDBSettings, redis_url: str) -> AsyncIterator[Running]:
+async def running_service(settings: VideoDBSettings, redis_url: str, publisher_url: str | None = None) -> AsyncIterator[Running]:
     """A VideoDBService with its own publisher and Redis client, its webhook routes on a real port:
-    what one relay process would run."""
+    what one relay process would run. ``publisher_url``: the publisher's Redis, if not ``redis_url``
+    (a proxy, to cut the publisher off alone)."""
     metrics = RelayMetrics()
     redis = aioredis.Redis.from_url(redis_url)
-    publisher = EventPublisher(redis_url, metrics, PublisherConfig(), ChannelScheme())
+    publisher = EventPublisher(publisher_url or redis_url, metrics, PublisherConfig(), ChannelScheme())
     publisher.start()
     service = VideoDBService(settings, publisher, metrics, redis)
     try:

@@ -18,6 +18,8 @@ from relay.schema import AlertEvent, GenericEvent, IndexEvent, SessionStatusEven
 
 from relay.dev.videodb_emulator import VideoDBEmulator
 
+from tests.conftest import TcpProxy
+
 from .helpers import ACTIVE, API_KEY, FreezableProxy, running_service, sample, settings_for, wait_until, wait_until_async
 
 JOBS = [("rts-1", "transcript"), ("rts-1", "audio_index"), ("rts-3", "visual_index"), ("rts-3", "alert")]
@@ -524,6 +526,47 @@ async def test_a_takeover_fetches_back_the_failover_gap_and_every_segment_arrive
             assert ("GET", "/rtstream/rts-1/transcription") in emu.requests
     finally:
         await first_holder.aclose()
+
+
+async def test_segments_a_dying_holder_had_not_published_are_fetched_back_by_the_next(
+    videodb_emulator, redis_server, redis_url, redis_client, collect
+) -> None:
+    """A holder claims a final segment and queues it; if it dies before the segment is on Redis,
+    the claim is short and the cursor unmoved, so the next holder fetches it back (not skipped)."""
+    emu = videodb_emulator
+    finals = collect("relay:events:videodb:*:transcript.final")
+    settings = settings_for(emu, audio_index=False, visual_index=False, alerts=[])
+    said: list[str] = []
+    async with TcpProxy(redis_server.port) as proxy:
+        first_holder = contextlib.AsyncExitStack()
+        a = await first_holder.enter_async_context(running_service(settings, redis_url, publisher_url=proxy.url))
+        try:
+            assert await emu.post_webhook(a.webhook_url, ACTIVE) == [200]
+            await emu.wait_bound("rts-1", "transcript")
+            async with running_service(settings, redis_url) as b:  # a standby
+                said += [s.text for s in await emu.speak("rts-1", 1.0, every_ms=250)]
+                await finals.wait_for(len(said))
+                proxy.block()  # the holder's publisher cannot reach Redis; the rest of it can
+                queued = [s.text for s in await emu.speak("rts-1", 1.0, every_ms=250)]
+                said += queued
+                # The holder has claimed them (briefly) and queued them.
+                await wait_until_async(lambda: _segment_claims(redis_client, 4 + len(queued)))
+                emu.fail_url(503)  # the next holder cannot connect until the claims have expired
+                await first_holder.aclose()  # it goes away with the segments unpublished
+                await wait_until(lambda: b.service.holds("default"))
+                await wait_until_async(lambda: _segment_claims(redis_client, 4))
+                emu.fail_url(None)
+                marker = await emu.speak("rts-1", 0.25, every_ms=250, prefix="marker")
+                said += [s.text for s in marker]
+                await finals.wait_for(len(said))
+                await wait_until(lambda: any(e.payload.text == marker[0].text for e in finals.events))
+                assert sorted(e.payload.text for e in finals.events) == sorted(said), "every segment exactly once"
+        finally:
+            await first_holder.aclose()
+
+
+async def _segment_claims(redis, count: int) -> bool:  # type: ignore[no-untyped-def]
+    return len(await redis.keys("relay:videodb:default:segment:*")) == count
 
 
 def transcript_callback(text: str, start: int, end: int, **extra: object) -> dict:
