@@ -120,6 +120,8 @@ class LogSettings(_Section):
     media_max_entries: int = Field(default=6_000, ge=100)
     #: Put ``log_id`` into live messages. Off for consumers whose parser refuses unknown fields.
     live_log_id: bool = True
+    #: Log partial transcripts too (most of a meeting's log; their finals repeat their words).
+    partials: bool = True
     #: A session's keys expire this long after it ended (and after this long without activity).
     retention_s: int = Field(default=86_400, ge=60)
     #: A bot whose last connection closed has ended once it has not come back for this long (Recall
