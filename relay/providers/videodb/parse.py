@@ -367,7 +367,8 @@ def _transcript(session: SessionRef, data: Mapping[str, Any], received: datetime
 def _alert(session: SessionRef, data: Mapping[str, Any], received: datetime, prefix: str = "data.") -> AlertEvent:
     """Both published alert shapes: ``{label, triggered, confidence, start, end}`` and
     ``{event_label, timestamp, text}`` (``docs/protocols/videodb.md``, section 5); callbacks add
-    ``start_time``/``end_time``."""
+    ``start_time``/``end_time``. ``text`` (what VideoDB says it saw) becomes ``Alert.text``: a
+    consumer gets the why of an alert, not only its label."""
     if data.get("label") is not None:
         label = _required_str(data, "label", f"{prefix}label")
     elif data.get("event_label") is not None:
@@ -385,6 +386,9 @@ def _alert(session: SessionRef, data: Mapping[str, Any], received: datetime, pre
                 return epoch_to_datetime(data.get(key), f"{prefix}{key}")
         return None
 
+    text = data.get("text")
+    if text is not None and not isinstance(text, str):
+        raise FrameRejected("invalid_field", f"{prefix}text")
     start = first_time("start", "start_time", "timestamp")
     return AlertEvent(
         source=Source.VIDEODB,
@@ -393,6 +397,7 @@ def _alert(session: SessionRef, data: Mapping[str, Any], received: datetime, pre
         payload=Alert(
             label=label,
             triggered=parse_bool(data.get("triggered", True), f"{prefix}triggered"),
+            text=text or None,
             confidence=None if confidence is None else float(confidence),
             start=start,
             end=first_time("end", "end_time"),
@@ -523,6 +528,11 @@ def parse_webhook(raw: str | bytes | Mapping[str, Any], *, received: datetime) -
     )
 
 
+def _str_or_none(value: Any) -> str | None:
+    """A non-empty string as sent, else ``None`` (callbacks are read leniently: never refused)."""
+    return value if isinstance(value, str) and value else None
+
+
 def _lenient_time(value: Any) -> datetime | None:
     """Epoch seconds/milliseconds or an ISO 8601 string; anything else is no time (never an error)."""
     iso = _parse_iso(value)
@@ -548,7 +558,9 @@ def parse_callback(
     * a transcript callback (``{"type": "transcript", ...}``) -> a transcript event, read like a
       socket frame (unreadable: a ``generic`` event with the body, never refused);
     * an alert callback (``{event_id, label, confidence, explanation, timestamp, start_time,
-      end_time, stream_url, player_url}``) -> an ``alert`` event (times read leniently);
+      end_time, stream_url, player_url}``) -> an ``alert`` event (times read leniently), whose
+      ``text`` is the callback's ``text`` or else its ``explanation`` (the callback's words for
+      the same thing; a value that is not a string is no text, never an error);
     * any other JSON object -> a ``generic`` event (``provider_type`` ``callback``), so nothing
       VideoDB sends is refused or lost.
 
@@ -586,6 +598,7 @@ def parse_callback(
                 payload=Alert(
                     label=label,
                     triggered=True,
+                    text=_str_or_none(data.get("text")) or _str_or_none(data.get("explanation")),
                     confidence=confidence,
                     start=start,
                     end=_lenient_time(data.get("end_time")) or _lenient_time(data.get("end")),

@@ -46,6 +46,8 @@ def test_transcript_to_event() -> None:
     assert event.type == "transcript.final" and event.source == "asapp"
     assert event.payload.text == "Hi, how can I help" and event.payload.is_final
     assert (event.payload.start, event.payload.end, event.time.relative) == (12.5, 13.5, 12.5)
+    # ASAPP sends finals only and names no utterance (docs/protocols/asapp.md): nothing to pair.
+    assert event.payload.utterance_id is None
     assert parse_event(event.model_dump_json()) == event
 
 

@@ -167,6 +167,7 @@ def test_hello() -> None:
         (b'{"channel": "alert", "rtstream_id": "r", "data": {"triggered": true}}', "missing_field", "data.label"),
         (b'{"channel": "alert", "rtstream_id": "r", "data": {"label": "l", "confidence": "high"}}', "invalid_field", "data.confidence"),
         (b'{"channel": "alert", "rtstream_id": "r", "data": {"label": "l", "triggered": "maybe"}}', "invalid_field", "data.triggered"),
+        (b'{"channel": "alert", "rtstream_id": "r", "data": {"event_label": "l", "text": ["x"]}}', "invalid_field", "data.text"),
         (b'{"channel": "capture_session", "data": {}}', "missing_field", "status"),
         (b'{"channel": "capture_session", "data": {"status": "active"}}', "missing_field", "capture_session_id"),
     ],
@@ -284,6 +285,14 @@ def test_alert_with_event_label_and_timestamp() -> None:
     assert isinstance(event, AlertEvent)
     assert event.payload.label == "sensitive_content" and event.payload.triggered
     assert event.payload.start == ms(1710000045100) and event.time.absolute == ms(1710000045100)
+    assert event.payload.text == "A password is visible"
+
+
+def test_alert_text_at_the_top_level_and_none_without_one() -> None:
+    """VideoDB's apps may send the data fields at the top level; the other shape has no text."""
+    top = {"channel": "alert", "rtstream_id": "rts-xxx", **ALERT_LABELLED["data"]}
+    assert roundtrip(parse_frame(top, received=NOW)).payload.text == "A password is visible"
+    assert roundtrip(parse_frame(ALERT, received=NOW)).payload.text is None
 
 
 @pytest.mark.parametrize("key", ["type", "event_type"])
@@ -363,6 +372,43 @@ def test_capture_session_rtstreams_with_or_without_media_types() -> None:
     assert status == "active"
     assert [(s.rtstream_id, s.has_audio, s.has_video, s.capture_session_id) for s in streams] == [
         ("rts-1", True, False, "cap-1"), ("rts-2", True, False, "cap-1"), ("rts-3", False, True, "cap-1")]  # fmt: skip
+
+
+# An alert callback as docs/protocols/videodb.md, section 6 lists its fields (values of their types).
+ALERT_CALLBACK = {
+    "event_id": "event-5c1e", "label": "sensitive_content", "confidence": 0.87,
+    "explanation": "A password manager window is open on screen", "timestamp": 1710000045100,
+    "start_time": 1710000045100, "end_time": 1710000047800,
+    "stream_url": "https://stream.example/rts-xxx.m3u8", "player_url": "https://player.example/rts-xxx",
+}  # fmt: skip
+
+
+def test_alert_callback_explanation_is_the_alert_text() -> None:
+    callback = parse_callback(orjson.dumps(ALERT_CALLBACK), received=NOW, collection="default")
+    event = roundtrip(callback.published)
+    assert isinstance(event, AlertEvent)
+    assert event.payload.label == "sensitive_content" and event.payload.confidence == pytest.approx(0.87)
+    assert event.payload.text == "A password manager window is open on screen"
+    assert (event.payload.start, event.payload.end) == (ms(1710000045100), ms(1710000047800))
+
+
+def test_alert_callback_text_wins_and_odd_text_is_no_text() -> None:
+    """A callback in the socket's shape ({event_label, timestamp, text}) keeps its text; callbacks are
+    read leniently, so a text that is not a string is dropped, never a refusal."""
+    labelled = parse_callback({**ALERT_LABELLED["data"], "explanation": "other words"}, received=NOW, collection="c")
+    assert labelled.published.payload.text == "A password is visible"
+    odd = parse_callback({**ALERT_CALLBACK, "explanation": 7}, received=NOW, collection="c")
+    assert odd.published.type == "alert" and odd.published.payload.text is None
+
+
+def test_transcripts_have_no_utterance_id() -> None:
+    """VideoDB's transcript frames and records name no segment, so partials cannot be paired by id
+    (docs/events.md, "Transcripts: partials and finals"): the relay leaves it null, never invents one."""
+    partial = {**TRANSCRIPT, "data": {**TRANSCRIPT["data"], "is_final": False}}
+    record = {"start": 1700000000, "end": 1700000005, "text": "transcribed text"}
+    events = [parse_frame(TRANSCRIPT, received=NOW), parse_frame(partial, received=NOW),
+              parse_transcript_record(record, "rts-1", received=NOW)]  # fmt: skip
+    assert [e.payload.utterance_id for e in events] == [None, None, None]
 
 
 def test_callbacks_are_classified_and_lifecycle_webhooks_still_checked() -> None:
