@@ -32,7 +32,9 @@ over, and an index to find meetings by. Redis decides, on the session's hash
 * **Loss.** If a live session's hash lost its ``started`` (Redis restarted without persistence:
   the publisher's writes re-create the hash, not the claim), the session is claimed again and the
   winner publishes ``session.started`` with ``payload.reason == "log_lost"``: readers that meet it
-  after their position know what came before is gone. A session that was ended while this process
+  after their position know what came before is gone. A live session is checked at every refresh,
+  and every live session at once when Redis' ``run_id`` changed (one ``INFO`` per tick), so the
+  marker follows a restart within about a tick, behind the few events published meanwhile. A session that was ended while this process
   still held a connection (its refreshes could not reach Redis for a whole grace) is reopened:
   ``session.started`` with reason ``reopened``, and it ends again later.
 * **Index hygiene.** Every ``sweep_s``, a bounded batch of index members whose hash expired is
@@ -261,6 +263,12 @@ class LifecyclePolicy:
             return
         del self.sessions[session]
 
+    def redis_restarted(self) -> None:
+        """Redis restarted (its ``run_id`` changed): check every live session now, not at its next
+        refresh, so a loss (no persistence) is told within a tick."""
+        for state in self.sessions.values():
+            state.last_refresh = None
+
     def due(self, now: float) -> Due:
         """What to ask Redis now; claims returned are marked as on their way."""
         due = Due()
@@ -367,6 +375,7 @@ class SessionTracker:
         self._failing: set[str] = set()  # operations whose failure was logged (once per outage)
         self._sweep_at = 0.0
         self._sweep_offset = 0
+        self._run_id: str | None = None  # the Redis server's, to notice a restart
         self._closing = False
 
     # --- the ingress' side (synchronous, never waits on Redis) ---------------------------------
@@ -424,6 +433,7 @@ class SessionTracker:
 
     async def tick(self) -> None:
         """Do what is due: retry claims, refresh live sessions, end closed ones, sweep the index."""
+        await self._check_restart()
         now = time.monotonic()
         due = self.policy.due(now)
         for sid in due.claims:
@@ -440,6 +450,20 @@ class SessionTracker:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _check_restart(self) -> None:
+        """One ``INFO server`` per tick: a new ``run_id`` is a restarted Redis, which may have lost
+        everything (no persistence) or nothing (AOF); the refreshes that follow tell which."""
+        if not self.policy.sessions:
+            return
+        try:
+            run_id = str((await self._redis.info("server")).get("run_id"))
+        except _REDIS_ERRORS as exc:
+            self._failed("session_refresh", exc)
+            return
+        if self._run_id is not None and run_id != self._run_id:
+            self.policy.redis_restarted()
+        self._run_id = run_id
 
     # --- claims --------------------------------------------------------------------------------
 

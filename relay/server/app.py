@@ -34,6 +34,7 @@ from relay.providers.videodb.service import VideoDBService
 from relay.channels import ChannelScheme
 from relay.core.event_log import LogConfig
 from relay.core.publisher import EventPublisher, PublisherConfig
+from relay.core.sessions import LifecycleConfig, SessionTracker
 from relay.server.settings import Settings
 
 log = logging.getLogger("relay")
@@ -56,6 +57,8 @@ class Relay:
     publisher: EventPublisher
     ingress: RecallIngress
     components: list[Component] = field(default_factory=list)
+    #: session.started/ended and the sessions index (None when the log is off).
+    sessions: SessionTracker | None = None
     #: monotonic time the shutdown began (SIGTERM), set by the server; bounds the flush.
     shutdown_started: float | None = None
 
@@ -118,6 +121,11 @@ def create_app(settings: Settings) -> Starlette:
         components.append(videodb)
         extra_routes.extend(videodb.routes)
 
+    sessions = None
+    if settings.log.enabled:
+        lifecycle = LifecycleConfig.from_grace(settings.log.end_grace_s, settings.log.retention_s)
+        sessions = SessionTracker(redis, publisher, metrics, lifecycle)
+
     recall = settings.recall
     path = recall.path.rstrip("/") or "/recall"
     signatures = None
@@ -140,8 +148,9 @@ def create_app(settings: Settings) -> Starlette:
         ping_timeout_s=recall.ping_timeout_s,
         # Within uvicorn's wait for connections to close (half the grace), leaving time to flush.
         drain_timeout_s=settings.server.shutdown_grace_s * 0.4,
+        sessions=sessions,
     )
-    relay = Relay(settings, metrics, redis, publisher, ingress, components)
+    relay = Relay(settings, metrics, redis, publisher, ingress, components, sessions=sessions)
     freezer = GcFreezer()
 
     routes: list[BaseRoute] = [
@@ -154,6 +163,8 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         publisher.start()
+        if sessions is not None:
+            sessions.start()
         ingress.start()
         for component in components:
             await component.start()
@@ -182,6 +193,8 @@ def create_app(settings: Settings) -> Starlette:
                     log.error("shutdown: %r did not close in time", task)
                     task.cancel()
             await ingress.aclose(timeout=left(0.5))
+            if sessions is not None:
+                await sessions.aclose()  # ends no session: the bots reconnect to another replica
             await publisher.aclose(timeout=left())
             stats = publisher.stats
             log.info(

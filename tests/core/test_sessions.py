@@ -130,6 +130,14 @@ def test_a_live_session_redis_forgot_is_claimed_again_as_log_lost_and_an_ended_o
     assert policy.due(3.0).claims == [], "closed: the end check decides"
 
 
+def test_a_redis_restart_makes_every_live_session_due_for_its_loss_check() -> None:
+    policy = claimed_policy()
+    policy.refresh_done("rec-1", RefreshOutcome.OK, 1.0)
+    assert policy.due(2.0).refreshes == []
+    policy.redis_restarted()
+    assert policy.due(2.0).refreshes == ["rec-1"]
+
+
 def test_short_graces_scale_the_timings_down() -> None:
     config = LifecycleConfig.from_grace(0.3, 60)
     assert config.refresh_s == pytest.approx(0.1) and config.tick_s < config.refresh_s
@@ -260,7 +268,7 @@ async def test_the_claim_holds_the_connection_until_started_is_accepted(process:
 
 
 async def test_a_session_redis_lost_is_started_again_as_log_lost(process: Any, redis_client: aioredis.Redis, redis_server: Any) -> None:
-    _, a = await process()
+    _, a = await process(refresh_s=60.0)  # only the restart (a new run_id) can make it look within the deadline
     await open_and_wait(a, ref())
     await until(lambda: _has(redis_client, "session.started"))
     redis_server.stop()

@@ -130,7 +130,7 @@ async def throw(port: int, payload: bytes, after_upgrade: bool = False) -> bytes
 
 async def test_garbage_at_the_port_costs_a_streaming_bot_nothing(start_relay, collect, recall_bot, figures) -> None:  # type: ignore[no-untyped-def]
     relay = await start_relay(server={"handshake_timeout_s": 2.0})
-    events = collect("relay:events:*")
+    events = collect("relay:events:*:transcript.*")
     bot = await recall_bot(relay.recall_url())
     alice = frames.participant(100, "Alice")
     sent = 0
@@ -179,7 +179,7 @@ BAD_FRAMES: list[str | bytes] = [
 
 async def test_a_flood_of_bad_frames_on_one_socket_costs_another_bot_nothing(start_relay, collect, recall_bot, figures) -> None:  # type: ignore[no-untyped-def]
     relay = await start_relay()
-    events = collect("relay:events:*")
+    events = collect("relay:events:*:transcript.*")
     good = await recall_bot(relay.recall_url())
     alice = frames.participant(100, "Alice")
     flood_count = 20_000

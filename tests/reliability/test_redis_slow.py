@@ -109,7 +109,7 @@ async def test_redis_paused_under_many_bots_keeps_memory_bounded_and_loses_nothi
         assert read < during, "the relay stopped reading: backpressure went back into the bots' sockets"
         await streams
         unpaused_s = time.monotonic() - paused_at
-        total = BOTS * (FRAMES_PER_BOT + 1)
+        total = BOTS * (FRAMES_PER_BOT + 1) + BOTS  # and each meeting's session.started
         async with asyncio.timeout(30):
             while published(await asyncio.to_thread(relay.metrics)) < total:
                 await asyncio.sleep(0.1)
@@ -180,7 +180,7 @@ async def test_a_subscriber_that_never_reads_is_dropped_by_redis_and_the_relay_g
                 await bot.audio_separate(who, pcm)
                 if i % 100 == 0:
                     await bot.transcript(who, f"line {i}")
-        total = 1_000 + 10
+        total = 1_000 + 10 + 1  # and the meeting's session.started
         await reader.wait_for(total, timeout=30)
         names = [c.get("name") for c in await redis_client.client_list()]
         unread = await asyncio.to_thread(read_to_eof, silent)

@@ -35,7 +35,7 @@ async def test_wss_with_a_self_signed_certificate(tmp_path: Path, start_relay, c
     assert relay.recall_url().startswith("wss://")
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
-    events = collect("relay:events:*")
+    events = collect("relay:events:*:transcript.*")
     async with await open_bot(relay.recall_url(), ssl=client_ctx) as bot:
         await bot.send(transcript("over tls"))
     (event,) = await events.wait_for(1)
@@ -72,7 +72,7 @@ async def test_no_log_line_carries_the_token(start_relay, collect) -> None:
 async def test_redis_down_for_10_s_mid_stream_loses_nothing(start_relay, collect, redis_server) -> None:
     """A bot streams transcripts while Redis is killed for 10 s; every one arrives, in order."""
     relay = await start_relay()
-    before = collect("relay:events:*")
+    before = collect("relay:events:*:transcript.*")
     sent = 0
 
     async with await open_bot(relay.recall_url()) as bot:
@@ -93,7 +93,7 @@ async def test_redis_down_for_10_s_mid_stream_loses_nothing(start_relay, collect
         await bot.send(transcript("last before restart"))
         sent += 1
         redis_server.start()
-        after = collect("relay:events:*")  # subscribed before the relay can reconnect
+        after = collect("relay:events:*:transcript.*")  # subscribed before the relay can reconnect
         await send_for(1.0)
 
     def unique() -> dict[str, str]:  # at least once: a batch cut by the kill may come twice

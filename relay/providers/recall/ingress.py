@@ -23,6 +23,11 @@ uvicorn still owns the listening socket, HTTP and TLS, and hands WebSocket upgra
   arrived before it have been published.
 * **Backpressure**: when the publish queue is full the connection stops reading its socket (TCP
   then slows the bot) and resumes when the publisher has room again.
+* **Meeting lifecycle**: with a :class:`~relay.core.sessions.SessionTracker`, a connection tells
+  it when it learns its session (the first frame that names one: a per-frame identity check, no
+  Redis call) and when it closes. A session new to this process is claimed in Redis first: the
+  connection holds the events it parsed meanwhile and stops reading (at most the tracker's
+  ``claim_timeout_s``), so ``session.started`` is accepted before the meeting's first event.
 * **Keepalive**: one timer pings every connection quiet for ``ping_interval`` and closes (1011)
   those that do not answer within ``ping_timeout``.
 * **Shutdown**: uvicorn calls :meth:`RecallConnection.shutdown`, which sends a 1012 close (service
@@ -53,7 +58,8 @@ from relay.providers.recall.auth import SignatureVerifier, TokenVerifier
 from relay.errors import FrameRejected
 from relay.providers.recall.parse import RecallParser
 from relay.core.publisher import EventPublisher
-from relay.schema import EventRecord, SessionRef
+from relay.core.sessions import SessionTracker
+from relay.schema import EventRecord, SessionRef, Source
 from relay.core.wsframes import CONTROL, REST, TEXT, DataFrameSplitter
 
 log = logging.getLogger("relay.recall")
@@ -80,8 +86,11 @@ class RecallIngress:
         ping_interval_s: float = 20.0,
         ping_timeout_s: float = 20.0,
         drain_timeout_s: float = 5.0,
+        sessions: SessionTracker | None = None,
     ) -> None:
         self.publisher = publisher
+        #: Told when connections learn their session and close (None: no lifecycle events).
+        self.sessions = sessions
         self.metrics = metrics
         self.routes = ObserverRoutes(observers)
         self.observers = self.routes.observers
@@ -174,7 +183,7 @@ class RecallConnection(asyncio.Protocol):
         "_ingress", "_uvicorn_connections", "_transport", "_ws", "_parser", "_client", "_open",
         "_last_seen", "_ping_sent_at", "_fragments", "_text", "_paused", "_rejected", "_close_code",
         "_drain_deadline", "_drain_timer", "_frames", "_bytes", "_splitter", "_head",
-        "_routes_session", "_routes",
+        "_routes_session", "_routes", "_tracked", "_held",
     )  # fmt: skip
 
     def __init__(self, ingress: RecallIngress, uvicorn_connections: set[Any]) -> None:
@@ -205,6 +214,9 @@ class RecallConnection(asyncio.Protocol):
         # The observers per event type for the session they were worked out for (see _observe).
         self._routes_session: SessionRef | None = None
         self._routes: dict[str, tuple[RecallObserver, ...]] = {}
+        # The session the tracker was told of, and the events held until its claim is answered.
+        self._tracked: SessionRef | None = None
+        self._held: list[tuple[EventRecord, int]] | None = None
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -286,6 +298,8 @@ class RecallConnection(asyncio.Protocol):
         code = self._close_code or (ws.close_rcvd.code if ws.close_rcvd is not None else 1006)
         ingress.metrics.connections_closed.labels(SOURCE, str(code)).inc()
         session = self._parser.session if self._parser is not None else None
+        if self._tracked is not None and ingress.sessions is not None:
+            ingress.sessions.connection_closed(self._tracked.id)
         if self._rejected:
             log.warning("Recall connection %s (session %s) closed (%d) with %d rejected frames",
                         self._client, _session_id(self._parser), code, self._rejected)  # fmt: skip
@@ -424,6 +438,12 @@ class RecallConnection(asyncio.Protocol):
         except FrameRejected as exc:
             self._reject(exc)
             return
+        if ingress.sessions is not None:
+            if parser.session is not self._tracked:  # the parser keeps one SessionRef per session
+                self._track()
+            if self._held is not None:
+                self._held.extend((event, received_ns) for event in events)
+                return
         accept = ingress.publisher.accept
         observed = ingress.routes.types
         room = True
@@ -431,7 +451,12 @@ class RecallConnection(asyncio.Protocol):
             room = accept(event, received_ns) and room
             if observed and event.type in observed:
                 self._observe(event)
-        if not room and not self._paused:
+        if not room:
+            self._backpressure()
+
+    def _backpressure(self) -> None:
+        ingress = self._ingress
+        if not self._paused:
             # The queue is full: stop reading this socket (TCP slows the bot) until there is room.
             # The rest of this read is still parsed and accepted: it is already in memory.
             self._paused = True
@@ -442,7 +467,43 @@ class RecallConnection(asyncio.Protocol):
 
     def _resume(self) -> None:
         self._paused = False
-        if self._transport is not None and not self._transport.is_closing():
+        if self._held is None and self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def _track(self) -> None:
+        """The parser names a session the tracker was not told of (the first frame, or another
+        session): tell it, and hold this connection's events if it must claim the session first."""
+        sessions = self._ingress.sessions
+        assert sessions is not None and self._parser is not None
+        session, old = self._parser.session, self._tracked
+        self._tracked = session
+        if session is None or (old is not None and old.id == session.id):
+            return  # not yet, or the same session with new metadata
+        if old is not None:
+            sessions.connection_closed(old.id)
+        waiter = sessions.connection_opened(session, Source.RECALL)
+        if waiter is not None and self._held is None:
+            self._held = []
+            if self._transport is not None:
+                self._transport.pause_reading()
+            waiter.add_done_callback(self._release)
+
+    def _release(self, _: object = None) -> None:
+        """The claim is answered (or timed out): accept the held events, in order, and read on."""
+        held, self._held = self._held, None
+        if held:
+            ingress = self._ingress
+            accept = ingress.publisher.accept
+            observed = ingress.routes.types
+            room = True
+            for event, received_ns in held:
+                room = accept(event, received_ns) and room
+                if observed and event.type in observed:
+                    self._observe(event)
+            if not room:
+                self._backpressure()
+                return
+        if not self._paused and self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
 
     def _observe(self, record: EventRecord) -> None:
