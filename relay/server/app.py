@@ -86,7 +86,7 @@ def log_config(settings: Settings) -> LogConfig | None:
     if not log.enabled:
         return None
     return LogConfig(max_entries=log.max_entries, media=log.media, media_max_entries=log.media_max_entries,
-                     live_log_id=log.live_log_id)  # fmt: skip
+                     live_log_id=log.live_log_id, partials=log.partials)  # fmt: skip
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -244,3 +244,14 @@ async def test_startup_objects_are_frozen_out_of_the_cyclic_gc(start_relay) -> N
     await start_relay()
     # Full collections then scan only what connections create (relay/server/app.py, lifespan).
     assert gc.get_freeze_count() > 10_000
+
+
+def test_the_log_settings_reach_the_publisher() -> None:
+    from relay.core.event_log import LogConfig
+    from relay.server.app import log_config
+    from relay.server.settings import load_settings
+
+    assert log_config(load_settings(None)) == LogConfig()
+    assert log_config(load_settings(None, log={"enabled": False})) is None
+    tuned = log_config(load_settings(None, log={"partials": False, "media": True, "max_entries": 500, "live_log_id": False}))
+    assert tuned == LogConfig(max_entries=500, media=True, live_log_id=False, partials=False)
