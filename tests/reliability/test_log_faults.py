@@ -12,6 +12,7 @@ import asyncio
 import time
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from relay.channels import LOG_FIELD, ChannelScheme, LogKeys
@@ -92,3 +93,43 @@ async def test_redis_killed_and_restarted_with_aof_keeps_every_acknowledged_entr
             await publisher.aclose(timeout=5)
             await redis.aclose()
     assert [e["id"] for e in events] == [e.id for e in sent]
+
+
+async def test_redis_restarted_without_persistence_tells_consumers_the_history_is_gone(start_relay, recall_bot) -> None:
+    from relay.client import RelayLog
+    from relay.errors import HistoryLost
+
+    with RedisServerProcess() as server:  # persists nothing
+        relay = await start_relay(redis={"url": server.url, "start_local": False})
+        bot = await recall_bot(relay.recall_url())
+        alice = frames.participant(100, "Alice")
+        session = bot.identity.recording_id
+        redis = aioredis.Redis.from_url(server.url)
+        try:
+            for n in range(20):
+                await bot.transcript(alice, f"utterance {n}")
+            async with asyncio.timeout(10):
+                while len(numbers(await logged(redis, session))) < 20:
+                    await asyncio.sleep(0.02)
+            async with RelayLog(redis=redis) as log:
+                saved = [event.log_id async for event in log.replay(session)][-1]
+            server.stop()
+            server.start()  # empty
+            await redis.aclose()
+            redis = aioredis.Redis.from_url(server.url)
+            for n in range(20, 40):
+                await bot.transcript(alice, f"utterance {n}")
+            # The relay notices the loss on its sessions tick (a new Redis run id) and marks it in
+            # the log: a session.started whose reason is log_lost (relay/core/sessions.py).
+            async with asyncio.timeout(20):
+                while not any(e["type"] == "session.started" and e["payload"]["reason"] == "log_lost"
+                              for e in await logged(redis, session)):  # fmt: skip
+                    await asyncio.sleep(0.05)
+            async with RelayLog(redis=redis) as log:
+                # From where it stood, and from the start: never a silently partial meeting.
+                for start in (saved, None):
+                    with pytest.raises(HistoryLost):
+                        async for _ in log.replay(session, from_=start):
+                            pass
+        finally:
+            await redis.aclose()
