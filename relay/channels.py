@@ -74,6 +74,7 @@ class LogKeys:
       consumers discover meetings from.
     * ``<prefix>:sessions:log``: a Stream of every ``session.started`` and ``session.ended``
       event, for consumers that follow every meeting (worker groups).
+    * ``<prefix>:group:{<group>}:progress``: a worker group's checkpoints, a Hash (relay/client/workers.py).
     """
 
     prefix: str = "relay"
@@ -99,3 +100,7 @@ class LogKeys:
     @property
     def sessions_log(self) -> str:
         return f"{self.prefix}:sessions:log"
+
+    def group_progress(self, group: str) -> str:
+        """A worker group's checkpoint Hash (one key per group; group names are validated)."""
+        return f"{self.prefix}:group:{{{group}}}:progress"

@@ -14,6 +14,7 @@ Every error the relay raises on purpose is a :class:`RelayError`:
   :class:`HistoryTrimmed` (retention removed entries after the position), :class:`HistoryLost`
   (the log was lost, e.g. Redis restarted without persistence). A consumer is told, never handed
   a silently partial meeting.
+* :class:`MeetingReleased`: a worker group's worker no longer holds a meeting (relay/client/workers.py).
 
 Every parser (Recall, VideoDB, ASAPP) says the same thing the same way: JSON that does not parse is
 ``invalid_json`` wherever it came from. docs/operations.md lists the reasons and what each means
@@ -32,6 +33,7 @@ __all__ = [
     "HistoryLost",
     "HistoryTrimmed",
     "LogError",
+    "MeetingReleased",
     "SessionNotFound",
     "FrameRejected",
     "RejectReason",
@@ -128,3 +130,18 @@ class HistoryTrimmed(LogError):
 class HistoryLost(LogError):
     """The log does not hold the position and retention did not remove it: the log itself was lost
     (Redis restarted without persistence, or the key was deleted)."""
+
+
+class MeetingReleased(RelayError):
+    """The worker no longer holds this meeting: stop, do not treat it as done.
+
+    ``reason`` is ``"stopping"`` (the group is stopping; the claim is released for another worker)
+    or ``"claim_lost"`` (another worker took the meeting over, or the heartbeat could not reach Redis
+    for ``claim_idle_s``). Everything the handler handled before is saved or repeated to the next
+    worker, never lost.
+    """
+
+    def __init__(self, session: str, reason: Literal["stopping", "claim_lost"]) -> None:
+        super().__init__(f"meeting {session!r} released ({reason})")
+        self.session = session
+        self.reason: Literal["stopping", "claim_lost"] = reason

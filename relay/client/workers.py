@@ -86,7 +86,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from relay.channels import DEFAULT_REDIS_URL, LogKeys
 from relay.core.backoff import Backoff
 from relay.client.log import check_position, decode_entry, is_log_lost, read_page
-from relay.errors import HistoryLost, RelayError, SessionNotFound
+from relay.errors import HistoryLost, MeetingReleased, SessionNotFound
 from relay.schema import EventBase
 
 __all__ = [
@@ -97,7 +97,6 @@ __all__ = [
     "WorkerGroup",
     "entry_action",
     "Progress",
-    "progress_key",
     "validate_name",
 ]
 
@@ -113,21 +112,6 @@ _ORIGIN: Final = "0-0"
 
 
 # --- the pure policy -------------------------------------------------------------------------------
-
-
-class MeetingReleased(RelayError):
-    """The worker no longer holds this meeting: stop, do not treat it as done.
-
-    ``reason`` is ``"stopping"`` (the group is stopping; the claim is released for another worker)
-    or ``"claim_lost"`` (another worker took the meeting over, or the heartbeat could not reach Redis
-    for ``claim_idle_s``). Everything the handler handled before is saved or repeated to the next
-    worker, never lost.
-    """
-
-    def __init__(self, session: str, reason: Literal["stopping", "claim_lost"]) -> None:
-        super().__init__(f"meeting {session!r} released ({reason})")
-        self.session = session
-        self.reason: Literal["stopping", "claim_lost"] = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +163,6 @@ def validate_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or _NAME.fullmatch(name) is None:
         raise ValueError(f"{kind} name must be 1-128 characters of A-Z a-z 0-9 . _ - (got {name!r})")
     return name
-
-
-def progress_key(prefix: str, group: str) -> str:
-    """The group's checkpoint Hash (one key per group)."""
-    return f"{prefix}:group:{{{group}}}:progress"
 
 
 @dataclass(slots=True)
@@ -465,7 +444,7 @@ class WorkerGroup:
             raise ValueError("start must be 'latest' or 'earliest'")
         self.timing = ClaimTiming(claim_idle_s)
         self.keys = LogKeys(prefix)
-        self.progress = progress_key(prefix, self.group)
+        self.progress = self.keys.group_progress(self.group)
         self.max_meetings = max_meetings
         self.start = start
         self.batch = batch

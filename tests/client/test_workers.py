@@ -21,7 +21,8 @@ import redis.asyncio as aioredis
 
 from relay.channels import LOG_FIELD, LogKeys
 from relay.client import ClaimTiming, Meeting, MeetingReleased, Progress, WorkerGroup
-from relay.client.workers import entry_action, progress_key, validate_name
+from relay.channels import LogKeys
+from relay.client.workers import entry_action, validate_name
 from relay.errors import HistoryLost, HistoryTrimmed, SessionNotFound
 from relay.schema import (
     EventBase,
@@ -171,7 +172,7 @@ def test_bad_names_are_refused(name: str) -> None:
 
 
 def test_progress_key_is_one_key_per_group_in_a_hash_tag() -> None:
-    assert progress_key("relay", "summaries") == "relay:group:{summaries}:progress"
+    assert LogKeys("relay").group_progress("summaries") == "relay:group:{summaries}:progress"
 
 
 def test_progress_saves_once_per_batch_and_counts_an_event_handled_when_the_next_is_asked() -> None:
@@ -212,7 +213,7 @@ async def test_one_meeting_goes_to_exactly_one_worker_of_three(redis_client: aio
     assert [e.type for e in rec.events["m1"]][:: len(rec.events["m1"]) - 1] == ["session.started", "session.ended"]
     assert sum(g.finished for g in groups) == 1
     assert await pending(redis_client, "g") == 0  # the claim and the session.ended entry acknowledged
-    assert await redis_client.hgetall(progress_key("relay", "g")) == {}  # checkpoint dropped when done
+    assert await redis_client.hgetall(LogKeys("relay").group_progress("g")) == {}  # checkpoint dropped when done
 
 
 async def test_ten_live_meetings_spread_over_three_workers_within_their_limits(
@@ -250,7 +251,7 @@ async def test_a_dead_workers_meetings_are_taken_over_from_its_checkpoint(
     await start(redis_client, "b", events=1)
     await redis_client.xreadgroup("g", "ghost", {KEYS.sessions_log: ">"}, count=2)  # the dead worker's claims
     saved = (await log_ids(redis_client, "a"))[2]  # it had handled a's started, t0 and t1
-    await redis_client.hset(progress_key("relay", "g"), mapping={"owner:a": "ghost", "pos:a": saved})
+    await redis_client.hset(LogKeys("relay").group_progress("g"), mapping={"owner:a": "ghost", "pos:a": saved})
     rec = Recorder()
     groups = [WorkerGroup(redis_url, group="g", consumer=f"w{i}", **FAST) for i in range(2)]
     loop = asyncio.get_running_loop()
@@ -286,12 +287,12 @@ async def test_a_worker_whose_claim_was_taken_stops_and_cannot_move_the_checkpoi
         claim = (await redis_client.xrange(KEYS.sessions_log))[0][0]
         # What a successor's takeover does: the claim and the owner become its own, its position saved.
         await redis_client.xclaim(KEYS.sessions_log, "g", "successor", 0, [claim], justid=True)
-        await redis_client.hset(progress_key("relay", "g"), mapping={"owner:m": "successor", "pos:m": "9-9"})
+        await redis_client.hset(LogKeys("relay").group_progress("g"), mapping={"owner:m": "successor", "pos:m": "9-9"})
         gate.set()
         await rec.until(lambda: bool(rec.released))
     assert rec.released == [("slow", "m", "claim_lost")]
     assert not rec.done["m"] and group.finished == 0
-    assert await redis_client.hget(progress_key("relay", "g"), "pos:m") == b"9-9"
+    assert await redis_client.hget(LogKeys("relay").group_progress("g"), "pos:m") == b"9-9"
     detail = await redis_client.xpending_range(KEYS.sessions_log, "g", "-", "+", 10)
     assert [d["consumer"] for d in detail] == [b"successor"]  # not stolen back
 
@@ -348,7 +349,7 @@ async def test_stop_releases_meetings_for_an_immediate_takeover_after_the_saved_
         await start(redis_client, "m", events=3)
         await rec.until(lambda: len(rec.events["m"]) == 4)
     assert rec.released == [("first", "m", "stopping")]
-    assert await redis_client.hget(progress_key("relay", "g"), "pos:m") == rec.events["m"][-1].log_id.encode()  # type: ignore[union-attr]
+    assert await redis_client.hget(LogKeys("relay").group_progress("g"), "pos:m") == rec.events["m"][-1].log_id.encode()  # type: ignore[union-attr]
     async with running(WorkerGroup(redis_url, group="g", consumer="second", **slow), rec.handler("second")):
         await say(redis_client, "m", 3)
         await end(redis_client, "m")
@@ -424,7 +425,7 @@ async def test_a_lost_log_is_history_lost(redis_client: aioredis.Redis, redis_ur
     async with WorkerGroup(redis_url, group="g", **FAST):
         pass
     await redis_client.xreadgroup("g", "ghost", {KEYS.sessions_log: ">"}, count=1)
-    await redis_client.hset(progress_key("relay", "g"), mapping={"owner:l": "ghost", "pos:l": "1-0"})
+    await redis_client.hset(LogKeys("relay").group_progress("g"), mapping={"owner:l": "ghost", "pos:l": "1-0"})
     group = WorkerGroup(redis_url, group="g", consumer="w", **FAST)
     async with group:
         with pytest.raises(HistoryLost):
