@@ -173,9 +173,10 @@ class VideoDBService:
             registry = RtStreamRegistry(redis, key_prefix, collection.id)
             store = JobStore(redis, key_prefix, collection.id)
             cursor = TranscriptCursor(redis, key_prefix, collection.id)
-            # A claim not confirmed as published expires before a replica could take the lease over.
+            # A claim not confirmed as published expires when a dead holder's lease does, before a
+            # standby can take the collection over and fetch the gap back.
             marks[collection.id] = SegmentMarks(redis, key_prefix, collection.id, settings.segment_dedupe_ttl_s, metrics,
-                                                settings.http_timeout_s, pending_s=settings.lease_ttl_s / 2)  # fmt: skip
+                                                settings.http_timeout_s, pending_s=settings.lease_ttl_s)  # fmt: skip
             client = VideoDBCollectionClient(collection, settings, publisher, metrics, registry, http, store, key_prefix,
                                              cursor=cursor, marks=marks[collection.id])  # fmt: skip
             lease = Lease(redis, f"{key_prefix}:videodb:{collection.id}:lease", settings.lease_ttl_s)
