@@ -218,7 +218,9 @@ class SessionLifecycle(_Model):
     reason: str | None = Field(
         default=None,
         description="For `session.ended`: `disconnected` (the bot's last connection closed and it did not come back "
-        "within the grace period).",
+        "within the grace period). For `session.started`: null (the meeting began), `log_lost` (Redis lost the "
+        "meeting's log, e.g. restarted without persistence: what came before this entry is gone) or `reopened` (the "
+        "meeting had been ended while a relay still held its bot, and goes on).",
     )
     started: datetime | None = Field(default=None, description="When the relay first saw the meeting.")
     ended: datetime | None = Field(default=None, description="For `session.ended`: when its last connection closed.")
