@@ -24,8 +24,9 @@ absent subscriber, but every live message carries ``log_id``, its place in its s
 (:mod:`relay.client.log`). The client remembers, per session (the last ``gap_sessions``, LRU), the
 ``log_id`` of the last event it delivered. Once a lost subscription (Redis restarted, or Redis cut
 the client off for lagging: the pub/sub output-buffer limit) is back, it reads each of those
-sessions' logs after that position, and the logs of sessions that started meanwhile (the sessions
-index, ``ZRANGEBYSCORE`` since a minute before the last delivered ``log_id``), applies its filters,
+sessions' logs after that position, and the logs of the sessions it has no position for (the
+newest ``gap_sessions`` of the sessions index, ``<prefix>:sessions``, from a minute before the
+last delivered ``log_id``, or the subscription), applies its filters,
 and delivers what it missed before any newer live message; repeats are dropped by ``id`` and by
 position, so each event comes once, in order per session. It costs nothing until a reconnect.
 :attr:`filled` counts the events it delivered from the log. Media is not filled (its log is
@@ -33,8 +34,9 @@ optional and short). When a log cannot fill the gap (trimmed past the position, 
 Redis that restarted without persistence) the client logs a warning, counts it in
 :attr:`unfilled` and keeps the error in :attr:`gap_errors`; with ``strict=True`` the iteration
 raises that :class:`~relay.errors.LogError` instead, after delivering what came before it.
-Not covered: a session that began before the gap and had no event matching the filters before
-it (the client never learnt of it) unless it is the ``session`` filtered on.
+Not covered: a session that is not among the newest ``gap_sessions`` of the index and had no
+event the client delivered before the gap (sessions without a lifecycle, e.g. VideoDB's, are in no
+index), unless it is the ``session`` filtered on.
 
 **Media.** Audio and video travel on their own channels; ``media=True`` adds them to the text
 events. A ``type`` naming a media type (``audio.chunk``, ``video.frame``) selects the media
@@ -355,14 +357,16 @@ class RelayClient:
 
     async def _fill(self) -> AsyncGenerator[EventBase | LogError, None]:
         """What the subscription missed, from the log: each remembered session after its last
-        delivered position, then sessions it has no position for, from a minute before the gap."""
+        delivered position, then the sessions it has no position for (the newest ``gap_sessions``
+        of the index, whenever they started: one may have begun long before the subscription and
+        sent nothing it saw before the gap), from a minute before the gap."""
         keys = LogKeys(self.prefix)
         since_ms = max(self._subscribed_ms or 0, self._newest_ms - GAP_MARGIN_MS)
         sessions: dict[str, str | None] = {s: p for s, p in self._positions.items() if self.session in (None, s)}
         if self.session is not None:
             sessions.setdefault(self.session, None)
         else:
-            started: Any = await self._redis.zrangebyscore(keys.sessions, since_ms - GAP_MARGIN_MS, "+inf")
+            started: Any = await self._redis.zrevrangebyscore(keys.sessions, "+inf", "-inf", start=0, num=self.gap_sessions)
             for member in started:
                 sessions.setdefault(member.decode() if isinstance(member, bytes) else member, None)
         for session, position in sessions.items():

@@ -21,10 +21,11 @@ Publishing is decoupled from the sockets that produce events::
   held back (sockets keep flowing), and the link reconnects with capped exponential backoff. Back
   online, the backlog goes out in order before anything newer. Past ``outage_buffer_bytes`` it
   sheds media (audio, video) first and text last, oldest first; every drop is counted and logged.
-* **The log.** With a :class:`~relay.core.event_log.LogConfig`, each text event (and media, if
-  asked) is one ``EVALSHA`` that appends it to its session's Stream and publishes it with its
-  ``log_id`` (relay/core/event_log.py); without one, one ``PUBLISH``. Either way one command per
-  event, so batching, backpressure and outages below work the same.
+* **The log.** With a :class:`~relay.core.event_log.LogConfig`, a batch's events are grouped by
+  session (and kind) and each group is one ``EVALSHA`` that appends its text events (and media, if
+  asked) to the session's Stream and publishes each with its ``log_id``, in order
+  (relay/core/event_log.py); without one, each event is one ``PUBLISH``. Batching, backpressure
+  and outages below work the same either way.
 * **Delivery** is at least once on pub/sub: a batch cut short by a failure is sent again whole, so
   a consumer may see an event twice (dedupe on ``id``) but never loses an accepted one. The log
   holds each event once: the script skips what a re-sent batch had already appended.
@@ -46,7 +47,7 @@ from typing import Any, Final
 from prometheus_client import Counter
 
 from relay.core.backoff import Backoff
-from relay.core.event_log import LogConfig, load_script_command, log_head, pack_log_tail
+from relay.core.event_log import LogConfig, group_head, group_prefix, load_script_command, pack_entry
 from relay.core.metrics import RelayMetrics
 from relay.core.redis_link import RedisPublishLink, publish_head
 from relay.channels import ChannelScheme, LogKeys
@@ -54,22 +55,27 @@ from relay.schema import EventBase, EventRecord
 
 log = logging.getLogger("relay.publish")
 
-#: Routes (channel, labels) cached per (source, session, type); cleared when full (sessions come and go).
-_MAX_CACHED_ROUTES: Final = 4096
+#: Routes (command head, labels) cached per (source, session, type); cleared when full (sessions come
+#: and go). Several thousand meetings at once must fit: a route costs a few hundred bytes.
+_MAX_CACHED_ROUTES: Final = 32_768
 
 
 class _Outgoing:
     """One accepted event: its packed command head and body, and what its metrics need."""
 
-    __slots__ = ("head", "body", "label", "media", "received_ns", "seq")
+    __slots__ = ("head", "body", "label", "media", "received_ns", "seq", "channel")
 
-    def __init__(self, head: bytes, body: bytes, label: tuple[str, str], media: bool, received_ns: int, seq: int) -> None:
-        self.head = head  # PUBLISH, or the log script's EVALSHA up to its per-event arguments
+    def __init__(self, head: bytes, body: bytes, label: tuple[str, str], media: bool, received_ns: int, seq: int,
+                 channel: bytes) -> None:  # fmt: skip
+        #: ``PUBLISH <channel>`` up to the body; with the log, its group's script head (one object
+        #: per session and kind, so it is also the group's key).
+        self.head = head
         self.body = body
         self.label = label  # metric labels: (source, event type or "generic" for types the schema does not model)
         self.media = media
         self.received_ns = received_ns
         self.seq = seq  # 0: not logged; else its place in this publisher's order (the script's re-send check)
+        self.channel = channel  # with the log: the channel as a RESP bulk string
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +121,8 @@ class EventPublisher:
         self._accepted = 0
         self._published = 0
         self._dropped = 0
-        self._routes: dict[tuple[object, str, str], tuple[bytes, tuple[str, str], bool, bool]] = {}
+        self._routes: dict[tuple[object, str, str], tuple[bytes, tuple[str, str], bool, bool, bytes]] = {}
+        self._group_heads: dict[tuple[str, bool], bytes] = {}
         # Counted per event in plain ints, added to Prometheus per flush (see the module docstring).
         self._received_counts: dict[tuple[str, str], int] = {}
         self._received_children: dict[tuple[str, str], Any] = {}
@@ -141,11 +148,12 @@ class EventPublisher:
         route = self._routes.get(key)
         if route is None:
             route = self._route(event, key)
-        head, label, media, logged = route
+        head, label, media, logged, channel = route
         body = event.to_json()
         self._accepted += 1
         seq = self._accepted if logged else 0
-        self._pending.append(_Outgoing(head, body, label, media, time.monotonic_ns() if received_ns is None else received_ns, seq))
+        self._pending.append(_Outgoing(head, body, label, media, time.monotonic_ns() if received_ns is None else received_ns,
+                                       seq, channel))  # fmt: skip
         self._held_bytes += len(body)
         if media:
             self._held_media += 1
@@ -162,22 +170,28 @@ class EventPublisher:
             self._shed()
         return not (self._redis_ok and len(self._pending) >= self._config.queue_max_events)
 
-    def _route(self, event: EventBase | EventRecord, key: tuple[object, str, str]) -> tuple[bytes, tuple[str, str], bool, bool]:
-        """What every event of one (source, session, type) shares: its packed command head, metric
-        labels, kind, and whether it is logged."""
+    def _route(self, event: EventBase | EventRecord, key: tuple[object, str, str]) -> tuple[bytes, tuple[str, str], bool, bool, bytes]:
+        """What every event of one (source, session, type) shares: its command head, metric labels,
+        kind, whether it is logged, and (with the log) its channel as a RESP bulk string."""
         if len(self._routes) >= _MAX_CACHED_ROUTES:
             self._routes.clear()
+            self._group_heads.clear()
         channel = self.channels.channel(event)
         log, media = self._config.log, event.is_media
-        if log is not None and (log.media or not media) and (log.partials or event.type != "transcript.partial"):
-            session = event.session.id
-            log_key = self.log_keys.media_log(session) if media else self.log_keys.log(session)
-            bound = log.media_max_entries if media else log.max_entries
-            head = log_head(log_key, self.log_keys.session(session), channel, bound, self.producer, log.live_log_id)
-            logged = True
-        else:
-            head, logged = publish_head(channel), False
-        route = self._routes[key] = (head, (event.source.value, event.metric_type), media, logged)
+        labels = (event.source.value, event.metric_type)
+        if log is None:
+            route = self._routes[key] = (publish_head(channel), labels, media, False, b"")
+            return route
+        session = event.session.id
+        head = self._group_heads.get((session, media))
+        if head is None:
+            keys = self.log_keys
+            log_key, bound = (keys.media_log(session), log.media_max_entries) if media else (keys.log(session), log.max_entries)
+            field = f"producer:{self.producer}:m" if media else f"producer:{self.producer}"
+            head = self._group_heads[(session, media)] = group_head(log_key, keys.session(session), bound, field, log.live_log_id)
+        logged = (log.media or not media) and (log.partials or event.type != "transcript.partial")
+        name = channel.encode()
+        route = self._routes[key] = (head, labels, media, logged, b"$%d\r\n%s\r\n" % (len(name), name))
         return route
 
     def call_when_room(self, resume: Callable[[], None]) -> None:
@@ -276,19 +290,32 @@ class EventPublisher:
         pending, inflight = self._pending, self._inflight
         batch_max, window = self._config.batch_max_events, self._config.batches_in_flight
         sent = False
+        grouped = self._config.log is not None
         while pending and len(inflight) < window:
             n = min(batch_max, len(pending))
             batch = [pending.popleft() for _ in range(n)]
             parts: list[bytes] = []
-            for item in batch:
-                body = item.body
-                if item.seq:
-                    parts.append(item.head)
-                    parts += pack_log_tail(item.seq, body)
-                else:
+            if grouped:
+                # One script call per session and kind, each in its accepted order (event_log.py).
+                groups: dict[bytes, list[_Outgoing]] = {}
+                for item in batch:
+                    group = groups.get(item.head)
+                    if group is None:
+                        groups[item.head] = [item]
+                    else:
+                        group.append(item)
+                for head, items in groups.items():
+                    parts += (group_prefix(len(items)), head)
+                    for item in items:
+                        parts += pack_entry(item.channel, item.seq, item.body)
+                commands = len(groups)
+            else:
+                for item in batch:
+                    body = item.body
                     parts += (item.head, b"$%d\r\n" % len(body), body, b"\r\n")
+                commands = n
             inflight.append(batch)
-            link.send(b"".join(parts), n)
+            link.send(b"".join(parts), commands)
             sent = True
         if sent:
             self._room_freed()
@@ -381,8 +408,11 @@ class EventPublisher:
         self._connector = asyncio.create_task(self._connect(), name="relay-publisher-connect")
 
     def _on_log_error(self, reply: bytes) -> None:
-        """The link's callback: an event went out live but could not be appended to its log."""
-        self._metrics.redis_errors.labels("log_append").inc()
+        """The link's callback: events went out live but could not be appended to their log
+        (``log:<how many>:<error>``, relay/core/event_log.py)."""
+        count, _, detail = reply[4:].partition(b":")
+        self._metrics.redis_errors.labels("log_append").inc(int(count) if count.isdigit() else 1)
+        reply = b"log:" + detail
         now = time.monotonic()
         if now - self._log_error_logged_at >= 60.0:  # one line a minute, however many events
             self._log_error_logged_at = now

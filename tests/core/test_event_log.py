@@ -8,7 +8,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from relay.channels import LOG_FIELD, ChannelScheme, LogKeys
-from relay.core.event_log import LOG_SCRIPT, LOG_SCRIPT_SHA, LogConfig, log_head, pack_log_tail
+from relay.core.event_log import LOG_SCRIPT, LOG_SCRIPT_SHA, LogConfig, group_head, group_prefix, pack_entry
 from relay.core.metrics import RelayMetrics
 from relay.core.publisher import EventPublisher, PublisherConfig
 from relay.schema import parse_event
@@ -37,16 +37,18 @@ def test_the_sha_is_what_redis_computes(redis_url) -> None:
         client.close()
 
 
-def test_a_packed_command_is_one_well_formed_evalsha() -> None:
+def test_a_packed_group_is_one_well_formed_evalsha() -> None:
     import hiredis
 
-    command = log_head("relay:log:{s}", "relay:session:{s}", "relay:events:recall:s:t", 100, "ab12", True)
-    command += b"".join(pack_log_tail(7, b'{"id":"x"}'))
+    head = group_head("relay:log:{s}", "relay:session:{s}", 100, "producer:ab12", True)
+    channel = b"$23\r\nrelay:events:recall:s:t\r\n"
+    command = b"".join([group_prefix(2), head, *pack_entry(channel, 7, b'{"id":"x"}'), *pack_entry(channel, 0, b"{}")])
     reader = hiredis.Reader()
     # A request in RESP is an array of bulk strings, which a reply reader parses the same way.
     reader.feed(command)
-    assert reader.gets() == [b"EVALSHA", LOG_SCRIPT_SHA, b"2", b"relay:log:{s}", b"relay:session:{s}",
-                             b"relay:events:recall:s:t", b"100", b"producer:ab12", b"1", b"7", b'{"id":"x"}']  # fmt: skip
+    assert reader.gets() == [b"EVALSHA", LOG_SCRIPT_SHA, b"2", b"relay:log:{s}", b"relay:session:{s}", b"100",
+                             b"producer:ab12", b"1", b"relay:events:recall:s:t", b"7", b'{"id":"x"}',
+                             b"relay:events:recall:s:t", b"0", b"{}"]  # fmt: skip
     assert reader.gets() is False
 
 
@@ -120,18 +122,28 @@ async def test_a_key_of_another_type_costs_the_log_not_the_live_stream(redis_url
     assert len(await logged_ids(redis_client, KEYS.log("rec-2"))) == 1
 
 
-async def test_a_replayed_command_is_skipped_log_and_live(redis_url, redis_client, collect) -> None:
-    """The re-send check on its own: the same producer's seq twice appends and publishes once."""
+async def test_a_replayed_group_is_skipped_log_and_live(redis_url, redis_client, collect) -> None:
+    """The re-send check on its own: the same producer's seqs again append and publish nothing."""
     live = collect("relay:events:*")
-    body = transcript(1).to_json()
-    args = [KEYS.log("rec-1"), KEYS.session("rec-1"), "relay:events:recall:rec-1:transcript.final", 1000, "producer:p1", "1"]
-    assert await redis_client.evalsha(LOG_SCRIPT_SHA.decode(), 2, *args, 5, body) == 1
-    assert await redis_client.evalsha(LOG_SCRIPT_SHA.decode(), 2, *args, 5, body) == 0
-    assert await redis_client.evalsha(LOG_SCRIPT_SHA.decode(), 2, *args, 4, body) == 0  # older: also already there
-    other = [*args[:4], "producer:p2", "1"]
-    assert await redis_client.evalsha(LOG_SCRIPT_SHA.decode(), 2, *other, 5, body) == 1  # another process' own count
-    await live.wait_for(2)
-    assert len(await logged_ids(redis_client, KEYS.log("rec-1"))) == 2
+    channel = "relay:events:recall:rec-1:transcript.final"
+    bodies = [transcript(n).to_json() for n in range(3)]
+
+    async def run(field: str, *seqs: int) -> object:
+        args = [a for seq, body in zip(seqs, bodies) for a in (channel, seq, body)]
+        return await redis_client.evalsha(LOG_SCRIPT_SHA.decode(), 2, KEYS.log("rec-1"), KEYS.session("rec-1"),
+                                          1000, field, "1", *args)  # fmt: skip
+
+    assert await run("producer:p1", 4, 5) == 1
+    assert await run("producer:p1", 4, 5, 6) == 1  # a re-sent batch that got further: only 6 is new
+    assert await run("producer:p2", 5) == 1  # another process' own count
+    await live.wait_for(4)
+    assert len(await logged_ids(redis_client, KEYS.log("rec-1"))) == 4
+    assert [e.id for e in live.events] == [transcript_id(bodies[0]), transcript_id(bodies[1]), transcript_id(bodies[2]),
+                                           transcript_id(bodies[0])]  # fmt: skip
+
+
+def transcript_id(body: bytes) -> str:
+    return str(orjson.loads(body)["id"])
 
 
 async def test_a_batch_re_sent_after_a_failure_mid_batch_is_logged_and_published_once(
@@ -175,3 +187,16 @@ async def test_partials_can_be_kept_out_of_the_log(redis_url, redis_client, coll
     await publisher.aclose(timeout=5)
     assert [event_id for _, event_id in await logged_ids(redis_client, KEYS.log("rec-1"))] == [final.id]
     assert [e.log_id is None for e in live.events] == [True, False]
+
+
+async def test_text_and_media_of_one_session_in_one_batch_are_both_logged(redis_url, redis_client, metrics) -> None:
+    """Their groups keep separate re-send counts: a text group must not make the media one look sent."""
+    publisher = log_publisher(redis_url, metrics, LogConfig(media=True))
+    publisher.start()
+    sent = [transcript(1), audio(2), transcript(3), audio(4)]
+    for event in sent:
+        publisher.accept(event)
+    await publisher.wait_done(4)
+    await publisher.aclose(timeout=5)
+    assert [i for _, i in await logged_ids(redis_client, KEYS.log("rec-1"))] == [sent[0].id, sent[2].id]
+    assert [i for _, i in await logged_ids(redis_client, KEYS.media_log("rec-1"))] == [sent[1].id, sent[3].id]
