@@ -217,6 +217,17 @@ class Bench:
     def __exit__(self, *exc: object) -> None:
         self.redis.close()
 
+    def redis_cpu_s(self) -> float:
+        """CPU seconds the bench's redis-server has used (user + system)."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            info = client.info("cpu")
+        finally:
+            client.close()
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
     def run_load(self, target_name: str, *, kind: loadgen.Kind, bots: int, rate: float, duration_s: float,
                  settle_s: float = 2.0, drain_timeout_s: float = 30.0) -> dict[str, Any]:  # fmt: skip
         """One run against a fresh target; returns the result as a JSON-ready dict."""
@@ -267,6 +278,7 @@ class Bench:
             time.sleep(settle_s)
             rss_connected = target.rss_kb()
         cpu_begin = target.cpu_s()
+        redis_cpu_begin = self.redis_cpu_s()
         start_at.value = time.time() + 0.5
         go.set()
         results = [out.get(timeout=duration_s + 300) for _ in gens]
@@ -287,6 +299,7 @@ class Bench:
             received = sub_out.get(timeout=30)
             sub.join(10)
         cpu_end = target.cpu_s()
+        redis_cpu_used = self.redis_cpu_s() - redis_cpu_begin
         user_s, system_s = cpu_end[0] - cpu_begin[0], cpu_end[1] - cpu_begin[1]
         cpu_used = user_s + system_s
         began = start_at.value
@@ -311,6 +324,9 @@ class Bench:
                 "events_per_s": round(got / span, 1) if span > 0 else None,
                 "latency_ms": received["latency_ms"], "latency_mean_ms": received["latency_mean_ms"],
                 "cpu_us_per_event": round(cpu_used / got * 1e6, 1) if got else None,
+                # Redis' own CPU (INFO cpu) per event: the log's cost sits there, on a core the
+                # relay and the consumers share on this machine.
+                "redis_cpu_us_per_event": round(redis_cpu_used / got * 1e6, 1) if got else None,
             })  # fmt: skip
         if rss_connected is not None and connected:
             result["rss_per_connection_kb"] = round((rss_connected - rss_before) / connected, 2)

@@ -53,6 +53,7 @@ def flood(bench: Bench, bots: int = 20, duration_s: float = 5.0,
     runs = {t: _median_run(rs, "send_rate" if t == "discard" else "events_per_s") for t, rs in every.items()}
     relay = runs.get("relay", {})
     summary = {t: {"events_per_s": r.get("events_per_s"), "cpu_us_per_event": r.get("cpu_us_per_event"),
+                   "redis_cpu_us_per_event": r.get("redis_cpu_us_per_event"),
                    "lost": r.get("lost"), "p99_ms": _p99(r)} for t, r in runs.items() if t != "discard"}  # fmt: skip
     summary["loadgen_ceiling_per_s"] = runs["discard"]["send_rate"]
     for b in BASELINES:

@@ -251,9 +251,13 @@ def test_compose_wires_redis_prometheus_and_grafana() -> None:
     services = compose["services"]
     assert {"relay", "redis", "prometheus", "grafana"} <= services.keys()
     assert services["relay"]["environment"]["RELAY_REDIS_URL"].startswith("redis://redis:")
+    named = set(compose.get("volumes") or {})
     for service in services.values():
         for volume in service.get("volumes", []):
-            assert (DEPLOY / volume.split(":")[0]).exists(), volume
+            source = volume.split(":")[0]
+            # A bind mount names a file in deploy/; a named volume is declared at the top level.
+            assert source in named or (DEPLOY / source).exists(), volume
+    assert "redis-data:/data" in services["redis"]["volumes"]  # the log's AOF outlives the container
     scrape = load(DEPLOY / "prometheus" / "prometheus.yml")["scrape_configs"]
     assert [s["job_name"] for s in scrape] == ["relay"]
     assert scrape[0]["static_configs"][0]["targets"] == ["relay:8080"] and scrape[0]["metrics_path"] == "/metrics"
