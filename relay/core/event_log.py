@@ -34,6 +34,12 @@ producer (random per process) and kind in the session's hash (field ``producer:<
 group runs whole or not at all, and a re-sent batch goes out before anything newer
 (relay/core/publisher.py), so order is kept.
 
+**Without ``log_id`` in live messages** (``live_log_id = false``) no script is needed: each logged
+event is a plain ``XADD`` followed by its ``PUBLISH`` (:func:`xadd_head`), about half the Redis CPU
+of the script (bench/NOTES.md). What that gives up: the live message has no ``log_id``; a batch
+re-sent after a failure mid-batch may append an event twice (readers drop repeats by ``id``); and
+an XADD refused (a key of another type) fails the link like any error reply.
+
 The script replies ``1``, or, when an XADD failed (the key holds another type), a status reply
 ``log:<how many>:<error>``; those events are still published live, and
 :class:`~relay.core.redis_link.RedisPublishLink` passes the reply on
@@ -49,7 +55,10 @@ from typing import Final
 
 from relay.core.redis_link import pack_command
 
-__all__ = ["LOG_SCRIPT", "LOG_SCRIPT_SHA", "LogConfig", "group_head", "group_prefix", "load_script_command", "pack_entry"]
+__all__ = [
+    "LOG_SCRIPT", "LOG_SCRIPT_SHA", "LogConfig", "group_head", "group_prefix", "load_script_command", "pack_entry",
+    "xadd_head",
+]  # fmt: skip
 
 LOG_SCRIPT: Final = b"""\
 local last = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
@@ -89,7 +98,7 @@ class LogConfig:
     #: Audio and video too, into ``<prefix>:medialog:{<session>}``, bounded by ``media_max_entries``.
     media: bool = False
     media_max_entries: int = 6_000
-    #: Add ``log_id`` to the live message.
+    #: Add ``log_id`` to the live message (the script); off: plain XADD + PUBLISH (see above).
     live_log_id: bool = True
     #: Log ``transcript.partial`` too. Partials repeat the words their final will carry (a word
     #: more each), so they are most of a meeting's log (bench/log_sizing.py); a log kept for the
@@ -124,3 +133,10 @@ def pack_entry(channel_bulk: bytes, seq: int, body: bytes) -> list[bytes]:
     """One event of a group: its channel (already a RESP bulk string), ``seq`` (0: publish only) and body."""
     digits = b"%d" % seq
     return [channel_bulk, b"$%d\r\n%s\r\n$%d\r\n" % (len(digits), digits, len(body)), body, b"\r\n"]
+
+
+def xadd_head(log_key: str, max_entries: int) -> bytes:
+    """``XADD <log key> MAXLEN ~ <max_entries> * e`` in RESP, up to the body's bulk string: a logged
+    event's first command when ``live_log_id`` is off."""
+    parts = (b"XADD", log_key.encode(), b"MAXLEN", b"~", b"%d" % max_entries, b"*", b"e")
+    return b"*8\r\n" + b"".join(map(_bulk, parts))

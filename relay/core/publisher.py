@@ -47,7 +47,7 @@ from typing import Any, Final
 from prometheus_client import Counter
 
 from relay.core.backoff import Backoff
-from relay.core.event_log import LogConfig, group_head, group_prefix, load_script_command, pack_entry
+from relay.core.event_log import LogConfig, group_head, group_prefix, load_script_command, pack_entry, xadd_head
 from relay.core.metrics import RelayMetrics
 from relay.core.redis_link import RedisPublishLink, publish_head
 from relay.channels import ChannelScheme, LogKeys
@@ -75,7 +75,7 @@ class _Outgoing:
         self.media = media
         self.received_ns = received_ns
         self.seq = seq  # 0: not logged; else its place in this publisher's order (the script's re-send check)
-        self.channel = channel  # with the log: the channel as a RESP bulk string
+        self.channel = channel  # with the script: the channel as a RESP bulk string; with plain XADD: its PUBLISH head
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,13 +183,22 @@ class EventPublisher:
             route = self._routes[key] = (publish_head(channel), labels, media, False, b"")
             return route
         session = event.session.id
+        logged = (log.media or not media) and (log.partials or event.type != "transcript.partial")
+        if not log.live_log_id:
+            # No script: XADD (when logged) then PUBLISH, plain commands (relay/core/event_log.py).
+            publish = publish_head(channel)
+            if not logged:
+                route = self._routes[key] = (publish, labels, media, False, b"")
+                return route
+            log_key, bound = (self.log_keys.media_log(session), log.media_max_entries) if media else (self.log_keys.log(session), log.max_entries)
+            route = self._routes[key] = (xadd_head(log_key, bound), labels, media, True, publish)
+            return route
         head = self._group_heads.get((session, media))
         if head is None:
             keys = self.log_keys
             log_key, bound = (keys.media_log(session), log.media_max_entries) if media else (keys.log(session), log.max_entries)
             field = f"producer:{self.producer}:m" if media else f"producer:{self.producer}"
             head = self._group_heads[(session, media)] = group_head(log_key, keys.session(session), bound, field, log.live_log_id)
-        logged = (log.media or not media) and (log.partials or event.type != "transcript.partial")
         name = channel.encode()
         route = self._routes[key] = (head, labels, media, logged, b"$%d\r\n%s\r\n" % (len(name), name))
         return route
@@ -290,7 +299,8 @@ class EventPublisher:
         pending, inflight = self._pending, self._inflight
         batch_max, window = self._config.batch_max_events, self._config.batches_in_flight
         sent = False
-        grouped = self._config.log is not None
+        log = self._config.log
+        grouped = log is not None and log.live_log_id
         while pending and len(inflight) < window:
             n = min(batch_max, len(pending))
             batch = [pending.popleft() for _ in range(n)]
@@ -310,10 +320,14 @@ class EventPublisher:
                         parts += pack_entry(item.channel, item.seq, item.body)
                 commands = len(groups)
             else:
+                commands = n
                 for item in batch:
                     body = item.body
-                    parts += (item.head, b"$%d\r\n" % len(body), body, b"\r\n")
-                commands = n
+                    size = b"$%d\r\n" % len(body)
+                    parts += (item.head, size, body, b"\r\n")
+                    if item.seq:  # logged without the script: the XADD above, then its PUBLISH
+                        parts += (item.channel, size, body, b"\r\n")
+                        commands += 1
             inflight.append(batch)
             link.send(b"".join(parts), commands)
             sent = True

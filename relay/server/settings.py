@@ -118,7 +118,9 @@ class LogSettings(_Section):
     #: Also log audio and video, into a stream of their own with its own, short bound.
     media: bool = False
     media_max_entries: int = Field(default=6_000, ge=100)
-    #: Put ``log_id`` into live messages. Off for consumers whose parser refuses unknown fields.
+    #: Put ``log_id`` into live messages (one script call per session and batch). Off: plain XADD +
+    #: PUBLISH, about half Redis' CPU per event, but no ``log_id`` live and re-sends may repeat an
+    #: event in the log (relay/core/event_log.py).
     live_log_id: bool = True
     #: Log partial transcripts too (most of a meeting's log; their finals repeat their words).
     partials: bool = True

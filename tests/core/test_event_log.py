@@ -200,3 +200,21 @@ async def test_text_and_media_of_one_session_in_one_batch_are_both_logged(redis_
     await publisher.aclose(timeout=5)
     assert [i for _, i in await logged_ids(redis_client, KEYS.log("rec-1"))] == [sent[0].id, sent[2].id]
     assert [i for _, i in await logged_ids(redis_client, KEYS.media_log("rec-1"))] == [sent[1].id, sent[3].id]
+
+
+async def test_without_live_log_ids_events_are_plain_xadd_and_publish_in_order(redis_url, redis_client, collect, metrics) -> None:
+    live = collect("relay:events:*")
+    publisher = log_publisher(redis_url, metrics, LogConfig(live_log_id=False, partials=False))
+    publisher.start()
+    sent = [transcript(n, session=f"rec-{n % 2}") for n in range(20)]
+    sent.insert(5, transcript(99).model_copy(update={"type": "transcript.partial", "session": sent[0].session}))
+    for event in sent:
+        publisher.accept(event)
+    await live.wait_for(len(sent))
+    await publisher.aclose(timeout=5)
+    assert [e.id for e in live.events] == [e.id for e in sent]  # one command stream: the order as accepted
+    assert all(e.log_id is None for e in live.events)
+    for session in ("rec-0", "rec-1"):
+        expected = [e.id for e in sent if e.session.id == session and e.type == "transcript.final"]
+        assert [i for _, i in await logged_ids(redis_client, KEYS.log(session))] == expected
+    assert await redis_client.exists(KEYS.session("rec-0")) == 0  # no script, no re-send counters
