@@ -151,6 +151,10 @@ def start_target(name: str, redis_url: str, max_connections: int = 20_000, relay
         # The relay with the durable log off: pub/sub only, as before issue 14.
         env["RELAY_LOG_ENABLED"] = "false"
         name_cmd = "relay"
+    elif name == "relay-plainlog":
+        # The log written with plain XADD + PUBLISH: no log_id in live messages, no script.
+        env["RELAY_LOG_LIVE_LOG_ID"] = "false"
+        name_cmd = "relay"
     else:
         name_cmd = name
     if name_cmd == "relay":

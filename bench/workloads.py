@@ -71,6 +71,8 @@ def flood(bench: Bench, bots: int = 20, duration_s: float = 5.0,
         summary["log_on_vs_off"] = _ratio(relay.get("events_per_s"), runs["relay-nolog"].get("events_per_s"))
         if "forwarder" in runs:
             summary["nolog_vs_forwarder"] = _ratio(runs["relay-nolog"].get("events_per_s"), runs["forwarder"].get("events_per_s"))
+    if "relay-plainlog" in runs and "forwarder" in runs:
+        summary["plainlog_vs_forwarder"] = _ratio(runs["relay-plainlog"].get("events_per_s"), runs["forwarder"].get("events_per_s"))
     if "relay-bridges" in runs and relay:
         bridges = runs["relay-bridges"]
         summary["bridges_vs_relay"] = _ratio(bridges.get("events_per_s"), relay.get("events_per_s"))
