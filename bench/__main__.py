@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds of load per run")
     parser.add_argument("--maximum", type=int, help="capacity/audio: largest N to try")
     parser.add_argument("--time-cap", type=float, help="capacity/audio: seconds per target for the search")
-    parser.add_argument("--targets", help="comma-separated subset of relay,relay-nolog,relay-plainlog,relay-bridges,handwritten,forwarder (relay-nolog: the durable log off; relay-plainlog: live_log_id off)")
+    parser.add_argument("--targets", help="comma-separated subset of relay,relay-nolog,relay-plainlog,relay-bridges,handwritten,forwarder,forwarder-log (relay-nolog: the durable log off; relay-plainlog: live_log_id off)")
     parser.add_argument("--loadgen-procs", type=int, default=2, help="load-generator processes (default 2)")
     parser.add_argument("--relay-src", type=Path, help="run the relay from this directory (e.g. a `git archive` of a commit)")
     parser.add_argument("--tag", help="save as bench/results/<workload>-<tag>.json (kept out of the report)")

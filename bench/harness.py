@@ -161,8 +161,9 @@ def start_target(name: str, redis_url: str, max_connections: int = 20_000, relay
         commands = [[*py, "-m", "relay.tools.cli", "serve", "--port", str(port)]]
     elif name_cmd.startswith("relay-w"):
         commands = [[*py, "-m", "relay.tools.cli", "serve", "--port", str(port), "--workers", name[len("relay-w") :]]]
-    elif name_cmd in ("handwritten", "forwarder", "discard"):
-        commands = [[*py, "-m", f"bench.baselines.{name}", "--port", str(port), "--redis-url", redis_url, "--token", TOKEN]]
+    elif name_cmd in ("handwritten", "forwarder", "forwarder-log", "discard"):
+        module = name.replace("-", "_")
+        commands = [[*py, "-m", f"bench.baselines.{module}", "--port", str(port), "--redis-url", redis_url, "--token", TOKEN]]
     else:
         raise ValueError(f"unknown target {name!r}")
     listeners = int(name[len("relay-w") :]) if name.startswith("relay-w") else 1
