@@ -58,6 +58,10 @@ log = logging.getLogger("relay.publish")
 #: Routes (command head, labels) cached per (source, session, type); cleared when full (sessions come
 #: and go). Several thousand meetings at once must fit: a route costs a few hundred bytes.
 _MAX_CACHED_ROUTES: Final = 32_768
+#: Bodies per log script call (relay/core/event_log.py): a call's live messages are queued for each
+#: subscriber at once, so it must stay far below pub/sub output-buffer limits (Redis' default
+#: soft limit is 8 MB; a tight hard limit is 1 MB).
+_MAX_GROUP_BYTES: Final = 128 * 1024
 
 
 class _Outgoing:
@@ -306,19 +310,24 @@ class EventPublisher:
             batch = [pending.popleft() for _ in range(n)]
             parts: list[bytes] = []
             if grouped:
-                # One script call per session and kind, each in its accepted order (event_log.py).
-                groups: dict[bytes, list[_Outgoing]] = {}
+                # One script call per session and kind, each in its accepted order (event_log.py),
+                # and at most _MAX_GROUP_BYTES of bodies: one call's messages reach every
+                # subscriber at once, and must stay well under its output-buffer limit.
+                ordered: list[tuple[bytes, list[_Outgoing]]] = []
+                open_groups: dict[bytes, list[Any]] = {}  # head -> [its open group, bytes in it]
                 for item in batch:
-                    group = groups.get(item.head)
-                    if group is None:
-                        groups[item.head] = [item]
-                    else:
-                        group.append(item)
-                for head, items in groups.items():
+                    current = open_groups.get(item.head)
+                    if current is None or current[1] >= _MAX_GROUP_BYTES:
+                        group: list[_Outgoing] = []
+                        ordered.append((item.head, group))
+                        current = open_groups[item.head] = [group, 0]
+                    current[0].append(item)
+                    current[1] += len(item.body)
+                for head, items in ordered:
                     parts += (group_prefix(len(items)), head)
                     for item in items:
                         parts += pack_entry(item.channel, item.seq, item.body)
-                commands = len(groups)
+                commands = len(ordered)
             else:
                 commands = n
                 for item in batch:

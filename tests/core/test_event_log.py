@@ -218,3 +218,18 @@ async def test_without_live_log_ids_events_are_plain_xadd_and_publish_in_order(r
         expected = [e.id for e in sent if e.session.id == session and e.type == "transcript.final"]
         assert [i for _, i in await logged_ids(redis_client, KEYS.log(session))] == expected
     assert await redis_client.exists(KEYS.session("rec-0")) == 0  # no script, no re-send counters
+
+
+async def test_a_big_batch_of_one_session_is_split_into_calls_and_keeps_its_order(redis_url, redis_client, collect, metrics) -> None:
+    """A call's messages reach each subscriber at once: past 128 KiB of bodies a group is split."""
+    live = collect("relay:events:*")
+    publisher = log_publisher(redis_url, metrics)
+    sent = [transcript(n).model_copy(update={"payload": transcript(n).payload.model_copy(update={"text": f"{n} " + "x" * 20_000})})
+            for n in range(30)]  # fmt: skip
+    for event in sent:  # accepted before the link is up: one batch of 30, about 600 KB
+        publisher.accept(event)
+    publisher.start()
+    await live.wait_for(30)
+    await publisher.aclose(timeout=5)
+    assert [i for _, i in await logged_ids(redis_client, KEYS.log("rec-1"))] == [e.id for e in sent]
+    assert [e.id for e in live.events] == [e.id for e in sent]
