@@ -33,8 +33,12 @@ class Forwarder:
                 items.append(queue.get_nowait())
             async with redis.pipeline(transaction=False) as pipe:
                 for item in items:
-                    pipe.publish(CHANNEL, item)
+                    self.write(pipe, item)
                 await pipe.execute()
+
+    def write(self, pipe: Any, item: bytes | str) -> None:
+        """Queue one frame's commands on the batch's pipeline."""
+        pipe.publish(CHANNEL, item)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":

@@ -8,7 +8,7 @@ know the meeting), and nothing checked, parsed, normalized or made idempotent. C
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import Any
 
 from bench.baselines._serve import arguments, serve
 from bench.baselines.forwarder import CHANNEL, Forwarder
@@ -17,17 +17,9 @@ STREAM = "relay:log:{forward}"
 
 
 class LoggingForwarder(Forwarder):
-    async def _drain(self, redis: Redis) -> None:
-        queue, batch = self._queue, self._batch
-        while True:
-            items = [await queue.get()]
-            while len(items) < batch and not queue.empty():
-                items.append(queue.get_nowait())
-            async with redis.pipeline(transaction=False) as pipe:
-                for item in items:
-                    pipe.xadd(STREAM, {"e": item}, maxlen=100_000, approximate=True)
-                    pipe.publish(CHANNEL, item)
-                await pipe.execute()
+    def write(self, pipe: Any, item: bytes | str) -> None:
+        pipe.xadd(STREAM, {"e": item}, maxlen=100_000, approximate=True)
+        pipe.publish(CHANNEL, item)
 
 
 if __name__ == "__main__":
