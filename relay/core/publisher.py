@@ -58,10 +58,11 @@ log = logging.getLogger("relay.publish")
 #: Routes (command head, labels) cached per (source, session, type); cleared when full (sessions come
 #: and go). Several thousand meetings at once must fit: a route costs a few hundred bytes.
 _MAX_CACHED_ROUTES: Final = 32_768
-#: Bodies per log script call (relay/core/event_log.py): a call's live messages are queued for each
+#: Bodies per log script call (relay/core/event_log.py), about what Redis reads from a client at a time
+#: (16 KiB): a call's live messages are queued for each
 #: subscriber at once, so it must stay far below pub/sub output-buffer limits (Redis' default
 #: soft limit is 8 MB; a tight hard limit is 1 MB).
-_MAX_GROUP_BYTES: Final = 128 * 1024
+_MAX_GROUP_BYTES: Final = 16 * 1024
 
 
 class _Outgoing:

@@ -221,7 +221,7 @@ async def test_without_live_log_ids_events_are_plain_xadd_and_publish_in_order(r
 
 
 async def test_a_big_batch_of_one_session_is_split_into_calls_and_keeps_its_order(redis_url, redis_client, collect, metrics) -> None:
-    """A call's messages reach each subscriber at once: past 128 KiB of bodies a group is split."""
+    """A call's messages reach each subscriber at once: past 16 KiB of bodies a group is split."""
     live = collect("relay:events:*")
     publisher = log_publisher(redis_url, metrics)
     sent = [transcript(n).model_copy(update={"payload": transcript(n).payload.model_copy(update={"text": f"{n} " + "x" * 20_000})})
